@@ -1,0 +1,566 @@
+//! Every error a mcp-tower layer raises itself.
+//!
+//! Each failure is a named struct that converts into [`rmcp::ErrorData`] (a JSON-RPC error
+//! an MCP client understands) with a stable code from [`codes`], a message a person can act
+//! on, and `data` naming the layer:
+//!
+//! ```json
+//! {"code": -32050, "message": "tool `search` is busy: 8 calls in flight and 64 queued; retry in 250 ms",
+//!  "data": {"layer": "concurrency", "kind": "busy", "tool": "search", "retryAfterMs": 250, "transient": false}}
+//! ```
+//!
+//! Errors from the tool itself (an `isError` result) and from the handler (invalid
+//! params, unknown tool) are passed through untouched; only these are ours.
+
+use std::{borrow::Cow, fmt, time::Duration};
+
+use rmcp::{ErrorData, model::ErrorCode};
+use serde_json::{Map, Value, json};
+
+/// The JSON-RPC error codes of mcp-tower's own errors (in the server-defined range).
+pub mod codes {
+    use rmcp::model::ErrorCode;
+
+    /// A limit is reached and the call was not queued (or the queue is full).
+    pub const BUSY: ErrorCode = ErrorCode(-32050);
+    /// The call waited in a queue for longer than allowed.
+    pub const QUEUE_TIMEOUT: ErrorCode = ErrorCode(-32051);
+    /// One attempt of the call took longer than its timeout.
+    pub const TIMED_OUT: ErrorCode = ErrorCode(-32052);
+    /// The upstream (MCP server, SSH host) could not be reached or went away.
+    pub const UPSTREAM_UNAVAILABLE: ErrorCode = ErrorCode(-32053);
+    /// Every allowed attempt failed.
+    pub const RETRIES_EXHAUSTED: ErrorCode = ErrorCode(-32054);
+    /// The caller cancelled the call.
+    pub const CANCELLED: ErrorCode = ErrorCode(-32055);
+}
+
+/// The layer that raised an error (the `layer` field of its `data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Layer {
+    /// `mcp-tower-cache`.
+    Cache,
+    /// `mcp-tower-dedup`.
+    Dedup,
+    /// `mcp-tower-concurrency`.
+    Concurrency,
+    /// `mcp-tower-retry`'s retry layer.
+    Retry,
+    /// `mcp-tower-retry`'s per-attempt timeout.
+    Timeout,
+    /// `mcp-tower-metrics`.
+    Metrics,
+    /// `mcp-tower-pool`.
+    Pool,
+    /// The call to the handler itself (`HandlerService`).
+    Handler,
+}
+
+impl Layer {
+    /// The layer's name as it appears in `data.layer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Cache => "cache",
+            Layer::Dedup => "dedup",
+            Layer::Concurrency => "concurrency",
+            Layer::Retry => "retry",
+            Layer::Timeout => "timeout",
+            Layer::Metrics => "metrics",
+            Layer::Pool => "pool",
+            Layer::Handler => "handler",
+        }
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of one of our errors (the `kind` field of its `data`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Busy`].
+    Busy,
+    /// [`QueueTimeout`].
+    QueueTimeout,
+    /// [`TimedOut`].
+    TimedOut,
+    /// [`UpstreamUnavailable`].
+    UpstreamUnavailable,
+    /// [`RetriesExhausted`].
+    RetriesExhausted,
+    /// [`Cancelled`].
+    Cancelled,
+    /// [`Panicked`].
+    Panicked,
+}
+
+impl ErrorKind {
+    /// The kind's name as it appears in `data.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Busy => "busy",
+            ErrorKind::QueueTimeout => "queue_timeout",
+            ErrorKind::TimedOut => "timed_out",
+            ErrorKind::UpstreamUnavailable => "upstream_unavailable",
+            ErrorKind::RetriesExhausted => "retries_exhausted",
+            ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Panicked => "panicked",
+        }
+    }
+
+    /// The kind of `error`, if one of our layers raised it.
+    pub fn of(error: &ErrorData) -> Option<ErrorKind> {
+        let kind = error.data.as_ref()?.get("kind")?.as_str()?;
+        let layer = error.data.as_ref()?.get("layer")?;
+        layer.as_str()?;
+        [
+            ErrorKind::Busy,
+            ErrorKind::QueueTimeout,
+            ErrorKind::TimedOut,
+            ErrorKind::UpstreamUnavailable,
+            ErrorKind::RetriesExhausted,
+            ErrorKind::Cancelled,
+            ErrorKind::Panicked,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+    }
+}
+
+/// The marker rmcp puts in `data` when its transport closed under a request.
+const RMCP_TRANSPORT_CLOSED: &str = "io.modelcontextprotocol/transportClosed";
+
+/// Whether `error` is transient: the same call may succeed if tried again (a timeout, an
+/// upstream that went away, a closed connection). Caller mistakes (invalid params, unknown
+/// tool) and rejections by our own limits are not.
+pub fn is_transient(error: &ErrorData) -> bool {
+    if let Some(data) = error.data.as_ref() {
+        if let Some(transient) = data.get("transient").and_then(Value::as_bool)
+            && data.get("layer").is_some()
+        {
+            return transient;
+        }
+        if data.get(RMCP_TRANSPORT_CLOSED).is_some() {
+            return true;
+        }
+    }
+    error.code == codes::TIMED_OUT || error.code == codes::UPSTREAM_UNAVAILABLE
+}
+
+fn data(layer: Layer, kind: ErrorKind, tool: Option<&str>, transient: bool) -> Map<String, Value> {
+    let mut data = Map::new();
+    data.insert("layer".into(), Value::from(layer.as_str()));
+    data.insert("kind".into(), Value::from(kind.as_str()));
+    if let Some(tool) = tool {
+        data.insert("tool".into(), Value::from(tool));
+    }
+    data.insert("transient".into(), Value::from(transient));
+    data
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Why a call was rejected as [`Busy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BusyReason {
+    /// Every permit is taken and queueing is off.
+    LimitReached,
+    /// Every permit is taken and the queue is full.
+    QueueFull,
+}
+
+/// A limit is reached: the call was rejected without running. Retry after `retry_after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Busy {
+    /// The layer that rejected the call.
+    pub layer: Layer,
+    /// The tool whose limit (or `None`: the global limit) is reached.
+    pub tool: Option<String>,
+    /// Why.
+    pub reason: BusyReason,
+    /// Calls running under the exhausted limit.
+    pub in_flight: usize,
+    /// Calls waiting for it.
+    pub queued: usize,
+    /// A hint for the client: try again after this long.
+    pub retry_after: Duration,
+}
+
+impl From<Busy> for ErrorData {
+    fn from(e: Busy) -> Self {
+        let scope = match &e.tool {
+            Some(tool) => format!("tool `{tool}` is busy"),
+            None => "the server is busy".to_owned(),
+        };
+        let why = match e.reason {
+            BusyReason::LimitReached => format!("{} calls in flight", e.in_flight),
+            BusyReason::QueueFull => {
+                format!("{} calls in flight and {} queued", e.in_flight, e.queued)
+            }
+        };
+        let mut data = data(e.layer, ErrorKind::Busy, e.tool.as_deref(), false);
+        data.insert("retryAfterMs".into(), Value::from(millis(e.retry_after)));
+        data.insert("inFlight".into(), Value::from(e.in_flight));
+        data.insert("queued".into(), Value::from(e.queued));
+        ErrorData::new(
+            codes::BUSY,
+            format!("{scope}: {why}; retry in {} ms", millis(e.retry_after)),
+            Some(Value::Object(data)),
+        )
+    }
+}
+
+/// The call waited for a permit longer than the queue allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueTimeout {
+    /// The layer whose queue timed out.
+    pub layer: Layer,
+    /// The tool whose limit it waited for (`None`: the global one).
+    pub tool: Option<String>,
+    /// How long it waited.
+    pub waited: Duration,
+    /// A hint for the client: try again after this long.
+    pub retry_after: Duration,
+}
+
+impl From<QueueTimeout> for ErrorData {
+    fn from(e: QueueTimeout) -> Self {
+        let what = match &e.tool {
+            Some(tool) => format!("tool `{tool}`"),
+            None => "the server".to_owned(),
+        };
+        let mut data = data(e.layer, ErrorKind::QueueTimeout, e.tool.as_deref(), false);
+        data.insert("waitedMs".into(), Value::from(millis(e.waited)));
+        data.insert("retryAfterMs".into(), Value::from(millis(e.retry_after)));
+        ErrorData::new(
+            codes::QUEUE_TIMEOUT,
+            format!(
+                "waited {} ms for {what} to have room and gave up; retry in {} ms",
+                millis(e.waited),
+                millis(e.retry_after)
+            ),
+            Some(Value::Object(data)),
+        )
+    }
+}
+
+/// One attempt took longer than its timeout and was abandoned. Transient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimedOut {
+    /// The layer that enforced the timeout.
+    pub layer: Layer,
+    /// The tool.
+    pub tool: String,
+    /// The timeout.
+    pub after: Duration,
+}
+
+impl From<TimedOut> for ErrorData {
+    fn from(e: TimedOut) -> Self {
+        let mut data = data(e.layer, ErrorKind::TimedOut, Some(&e.tool), true);
+        data.insert("timeoutMs".into(), Value::from(millis(e.after)));
+        ErrorData::new(
+            codes::TIMED_OUT,
+            format!(
+                "tool `{}` timed out after {}; raise its `timeout` if it is expected to be slow",
+                e.tool,
+                humantime_serde::re::humantime::format_duration(e.after)
+            ),
+            Some(Value::Object(data)),
+        )
+    }
+}
+
+/// The upstream could not be reached or went away mid-call. Transient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUnavailable {
+    /// The layer (usually the pool).
+    pub layer: Layer,
+    /// The upstream's name (never a credential or URL with secrets).
+    pub upstream: String,
+    /// What went wrong, for a person.
+    pub reason: Cow<'static, str>,
+}
+
+impl From<UpstreamUnavailable> for ErrorData {
+    fn from(e: UpstreamUnavailable) -> Self {
+        let mut data = data(e.layer, ErrorKind::UpstreamUnavailable, None, true);
+        data.insert("upstream".into(), Value::from(e.upstream.clone()));
+        ErrorData::new(
+            codes::UPSTREAM_UNAVAILABLE,
+            format!("upstream `{}` is unavailable: {}", e.upstream, e.reason),
+            Some(Value::Object(data)),
+        )
+    }
+}
+
+/// Every allowed attempt failed; `last` is the final attempt's error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetriesExhausted {
+    /// The tool.
+    pub tool: String,
+    /// How many attempts were made.
+    pub attempts: u32,
+    /// Why no more were made (`max_attempts`, `budget`, `deadline`).
+    pub stopped_by: &'static str,
+    /// The last attempt's error.
+    pub last: ErrorData,
+}
+
+impl From<RetriesExhausted> for ErrorData {
+    fn from(e: RetriesExhausted) -> Self {
+        let mut data = data(
+            Layer::Retry,
+            ErrorKind::RetriesExhausted,
+            Some(&e.tool),
+            false,
+        );
+        data.insert("attempts".into(), Value::from(e.attempts));
+        data.insert("stoppedBy".into(), Value::from(e.stopped_by));
+        data.insert(
+            "lastError".into(),
+            json!({"code": e.last.code.0, "message": e.last.message, "data": e.last.data}),
+        );
+        ErrorData::new(
+            codes::RETRIES_EXHAUSTED,
+            format!(
+                "tool `{}` failed after {} attempt{} (stopped by {}): {}",
+                e.tool,
+                e.attempts,
+                if e.attempts == 1 { "" } else { "s" },
+                e.stopped_by,
+                e.last.message
+            ),
+            Some(Value::Object(data)),
+        )
+    }
+}
+
+/// The caller cancelled the call while a layer held it (queued, backing off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancelled {
+    /// The layer that noticed.
+    pub layer: Layer,
+    /// The tool.
+    pub tool: String,
+}
+
+impl From<Cancelled> for ErrorData {
+    fn from(e: Cancelled) -> Self {
+        let data = data(e.layer, ErrorKind::Cancelled, Some(&e.tool), false);
+        ErrorData::new(
+            codes::CANCELLED,
+            format!("call to tool `{}` was cancelled by the client", e.tool),
+            Some(Value::Object(data)),
+        )
+    }
+}
+
+/// The tool's code panicked. Reported as an internal error; the server keeps serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panicked {
+    /// The layer that caught the panic.
+    pub layer: Layer,
+    /// The tool.
+    pub tool: String,
+    /// The panic message, when it was a string.
+    pub message: Option<String>,
+}
+
+impl Panicked {
+    /// Describes a caught panic payload.
+    pub fn from_payload(layer: Layer, tool: &str, payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned());
+        Self {
+            layer,
+            tool: tool.to_owned(),
+            message,
+        }
+    }
+}
+
+impl From<Panicked> for ErrorData {
+    fn from(e: Panicked) -> Self {
+        let data = data(e.layer, ErrorKind::Panicked, Some(&e.tool), false);
+        let detail = e.message.as_deref().unwrap_or("no message");
+        ErrorData::new(
+            ErrorCode::INTERNAL_ERROR,
+            format!(
+                "tool `{}` failed with an internal error (panic: {detail})",
+                e.tool
+            ),
+            Some(Value::Object(data)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_names_its_layer_and_kind() {
+        let cases: Vec<(ErrorData, ErrorKind, &str, bool)> = vec![
+            (
+                Busy {
+                    layer: Layer::Concurrency,
+                    tool: Some("search".into()),
+                    reason: BusyReason::QueueFull,
+                    in_flight: 8,
+                    queued: 64,
+                    retry_after: Duration::from_millis(250),
+                }
+                .into(),
+                ErrorKind::Busy,
+                "concurrency",
+                false,
+            ),
+            (
+                QueueTimeout {
+                    layer: Layer::Concurrency,
+                    tool: None,
+                    waited: Duration::from_secs(5),
+                    retry_after: Duration::from_millis(100),
+                }
+                .into(),
+                ErrorKind::QueueTimeout,
+                "concurrency",
+                false,
+            ),
+            (
+                TimedOut {
+                    layer: Layer::Timeout,
+                    tool: "slow".into(),
+                    after: Duration::from_secs(30),
+                }
+                .into(),
+                ErrorKind::TimedOut,
+                "timeout",
+                true,
+            ),
+            (
+                UpstreamUnavailable {
+                    layer: Layer::Pool,
+                    upstream: "github".into(),
+                    reason: "connection refused".into(),
+                }
+                .into(),
+                ErrorKind::UpstreamUnavailable,
+                "pool",
+                true,
+            ),
+            (
+                RetriesExhausted {
+                    tool: "flaky".into(),
+                    attempts: 3,
+                    stopped_by: "max_attempts",
+                    last: TimedOut {
+                        layer: Layer::Timeout,
+                        tool: "flaky".into(),
+                        after: Duration::from_secs(1),
+                    }
+                    .into(),
+                }
+                .into(),
+                ErrorKind::RetriesExhausted,
+                "retry",
+                false,
+            ),
+            (
+                Cancelled {
+                    layer: Layer::Retry,
+                    tool: "x".into(),
+                }
+                .into(),
+                ErrorKind::Cancelled,
+                "retry",
+                false,
+            ),
+            (
+                Panicked {
+                    layer: Layer::Dedup,
+                    tool: "x".into(),
+                    message: Some("boom".into()),
+                }
+                .into(),
+                ErrorKind::Panicked,
+                "dedup",
+                false,
+            ),
+        ];
+        let mut codes = std::collections::HashSet::new();
+        for (err, kind, layer, transient) in cases {
+            assert_eq!(ErrorKind::of(&err), Some(kind), "{err:?}");
+            let data = err.data.as_ref().unwrap();
+            assert_eq!(data["layer"], layer);
+            assert_eq!(is_transient(&err), transient, "{err:?}");
+            assert!(!err.message.is_empty());
+            codes.insert(err.code.0);
+        }
+        assert_eq!(codes.len(), 7, "each kind has its own code");
+    }
+
+    #[test]
+    fn messages_are_actionable() {
+        let e: ErrorData = Busy {
+            layer: Layer::Concurrency,
+            tool: Some("search".into()),
+            reason: BusyReason::QueueFull,
+            in_flight: 8,
+            queued: 64,
+            retry_after: Duration::from_millis(250),
+        }
+        .into();
+        assert_eq!(
+            e.message,
+            "tool `search` is busy: 8 calls in flight and 64 queued; retry in 250 ms"
+        );
+        let t: ErrorData = TimedOut {
+            layer: Layer::Timeout,
+            tool: "slow".into(),
+            after: Duration::from_millis(1500),
+        }
+        .into();
+        assert!(
+            t.message.contains("timed out after 1s 500ms"),
+            "{}",
+            t.message
+        );
+    }
+
+    #[test]
+    fn foreign_errors_are_not_ours_and_not_transient() {
+        let invalid = ErrorData::invalid_params("missing field `city`", None);
+        assert_eq!(ErrorKind::of(&invalid), None);
+        assert!(!is_transient(&invalid));
+        // A `kind` without a `layer` is someone else's data.
+        let lookalike =
+            ErrorData::internal_error("x", Some(json!({"kind": "busy", "transient": true})));
+        assert_eq!(ErrorKind::of(&lookalike), None);
+        assert!(!is_transient(&lookalike));
+        let closed =
+            ErrorData::internal_error("transport closed", Some(json!({RMCP_TRANSPORT_CLOSED: 42})));
+        assert!(is_transient(&closed));
+    }
+
+    #[test]
+    fn panic_payloads_are_described() {
+        let p = Panicked::from_payload(Layer::Dedup, "t", &"static str");
+        assert_eq!(p.message.as_deref(), Some("static str"));
+        let p = Panicked::from_payload(Layer::Dedup, "t", &String::from("owned"));
+        assert_eq!(p.message.as_deref(), Some("owned"));
+        let p = Panicked::from_payload(Layer::Dedup, "t", &42u32);
+        assert_eq!(p.message, None);
+    }
+}
