@@ -1,0 +1,54 @@
+//! The mcp-tower demo server: five annotated tools behind the full `McpStack`.
+//!
+//! ```text
+//! demo                               # MCP over stdio (for Claude Desktop, Inspector…)
+//! demo --http 127.0.0.1:8080         # MCP over streamable HTTP at http://127.0.0.1:8080/mcp
+//! demo --config stack.toml           # stack configuration (MCP_TOWER_* env vars also apply)
+//! ```
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use mcp_tower::{McpStack, StackConfig};
+use mcp_tower_examples::{demo::Demo, serve};
+
+#[derive(Debug, Parser)]
+#[command(name = "demo", about = "The mcp-tower demo MCP server")]
+struct Args {
+    /// Serve streamable HTTP on this address (MCP at /mcp) instead of stdio.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// A TOML file with the stack's configuration (see StackConfig).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// The simulated latency of the `weather` tool.
+    #[arg(long, value_name = "DURATION", default_value = "150ms", value_parser = humantime_serde::re::humantime::parse_duration)]
+    weather_latency: Duration,
+    /// Log level on stderr (error, warn, info, debug, trace).
+    #[arg(long, default_value = "warn")]
+    log: tracing::Level,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // stdout carries the MCP messages on stdio: logs go to stderr.
+    tracing_subscriber::fmt()
+        .with_max_level(args.log)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+
+    let config = StackConfig::load(args.config.as_deref())?;
+    let handler = Demo::new().with_weather_latency(args.weather_latency);
+    let server = McpStack::from_config(config)?.serve(handler);
+
+    match args.http {
+        None => serve::serve_stdio(server).await,
+        Some(addr) => {
+            let shutdown = serve::shutdown_on_signal();
+            let router = serve::mcp_router(server, &shutdown);
+            serve::serve_http(router, addr, shutdown).await
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Serving an rmcp handler (usually a `LayeredServer`) on stdio or streamable HTTP.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use rmcp::{
+    ServerHandler, ServiceExt,
+    transport::{
+        stdio,
+        streamable_http_server::{
+            StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+        },
+    },
+};
+use tokio_util::sync::CancellationToken;
+
+/// The path the MCP endpoint is served at.
+pub const MCP_PATH: &str = "/mcp";
+
+/// Serves `server` on stdin/stdout until the client goes away.
+pub async fn serve_stdio<S: ServerHandler>(server: S) -> anyhow::Result<()> {
+    let running = server
+        .serve(stdio())
+        .await
+        .context("starting the stdio transport")?;
+    running.waiting().await.context("serving stdio")?;
+    Ok(())
+}
+
+/// An axum router with the streamable HTTP MCP endpoint at [`MCP_PATH`]. Every session gets
+/// a clone of `server` (cheap: its state is shared).
+pub fn mcp_router<S: ServerHandler + Clone>(
+    server: S,
+    shutdown: &CancellationToken,
+) -> axum::Router {
+    let config =
+        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
+    let service = StreamableHttpService::new(
+        move || Ok(server.clone()),
+        LocalSessionManager::default().into(),
+        config,
+    );
+    axum::Router::new().nest_service(MCP_PATH, service)
+}
+
+/// Binds `addr` and serves `router` until `shutdown` is cancelled. Prints the bound address
+/// (useful with port 0) on stderr as `listening on http://ADDR/mcp`.
+pub async fn serve_http(
+    router: axum::Router,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    eprintln!("listening on http://{bound}{MCP_PATH}");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
+        .await
+        .context("serving HTTP")?;
+    Ok(())
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(term) => term,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        cancel.cancel();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        cancel.cancel();
+    });
+    token
+}
