@@ -57,3 +57,8 @@ pub use mcp_tower_core::{
     KeySecret, Partition, Partitioner, PolicyDefaults, PolicyTable, Principal, ToolCall, ToolId,
     ToolOverride, ToolPolicy, error,
 };
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -16,7 +16,7 @@ use rmcp::{
     ErrorData as McpError, ServerHandler,
     model::{CallToolResponse, Tool},
 };
-use tower::{Service, util::BoxCloneSyncService};
+use tower::{Service, ServiceExt};
 
 use crate::{ConfigError, LayeredServer, StackConfig};
 
@@ -30,10 +30,51 @@ pub struct StackHandles {
 }
 
 /// The Tower service `McpStack` builds: every configured layer, in the order of
-/// DESIGN §1, in front of the inner service. Cheap to clone.
+/// DESIGN §1, in front of the inner service.
+///
+/// Cloning is one reference count (the layers are shared behind an `Arc`), and a call costs
+/// one boxed future: unlike `tower::util::BoxCloneSyncService`, whose clone allocates, this
+/// matters because rmcp hands `call_tool` a `&self` and the service is cloned per call.
 #[derive(Clone)]
 pub struct StackService {
-    inner: BoxCloneSyncService<ToolCall, CallToolResponse, McpError>,
+    inner: Arc<dyn CallStack>,
+}
+
+impl StackService {
+    fn new<S>(service: S) -> Self
+    where
+        S: Service<ToolCall, Response = CallToolResponse, Error = McpError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Self {
+            inner: Arc::new(service),
+        }
+    }
+}
+
+type BoxedCall = Pin<Box<dyn Future<Output = Result<CallToolResponse, McpError>> + Send>>;
+
+/// Object-safe "clone the stack, wait until ready, call it".
+trait CallStack: Send + Sync {
+    fn call_stack(&self, call: ToolCall) -> BoxedCall;
+}
+
+impl<S> CallStack for S
+where
+    S: Service<ToolCall, Response = CallToolResponse, Error = McpError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    fn call_stack(&self, call: ToolCall) -> BoxedCall {
+        Box::pin(self.clone().oneshot(call))
+    }
 }
 
 impl fmt::Debug for StackService {
@@ -44,7 +85,7 @@ impl fmt::Debug for StackService {
 
 /// The future of [`StackService`].
 pub struct StackFuture {
-    inner: Pin<Box<dyn Future<Output = Result<CallToolResponse, McpError>> + Send>>,
+    inner: BoxedCall,
 }
 
 impl fmt::Debug for StackFuture {
@@ -66,13 +107,15 @@ impl Service<ToolCall> for StackService {
     type Error = McpError;
     type Future = StackFuture;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: readiness of the layers is awaited inside the call (each call drives
+    /// its own clone of the stack to readiness, as `ServiceExt::oneshot` does).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, call: ToolCall) -> Self::Future {
         StackFuture {
-            inner: self.inner.call(call),
+            inner: self.inner.call_stack(call),
         }
     }
 }
@@ -179,9 +222,7 @@ impl McpStack {
         let handles = StackHandles {
             resolver: Some(Arc::clone(resolver)),
         };
-        let service = StackService {
-            inner: BoxCloneSyncService::new(inner),
-        };
+        let service = StackService::new(inner);
         (service, handles)
     }
 
