@@ -13,7 +13,7 @@
 //! - [`Partitioner`] and [`CacheScope`]: whose calls may share results.
 //! - [`error`]: every error a layer raises, each with a stable code.
 //! - [`HandlerService`]: the innermost service, calling the user's `ServerHandler`.
-//! - `testing` (feature): [`testing::ScriptedService`], the scripted inner service of every
+//! - `testing` (feature): `testing::ScriptedService`, the scripted inner service of every
 //!   crate's tests.
 //!
 //! Layers act only on `CallToolResponse::Complete`; `InputRequired` and `Task` responses
