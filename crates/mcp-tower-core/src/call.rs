@@ -272,6 +272,38 @@ impl ToolCall {
         })
     }
 
+    /// A copy of this call whose request context carries `token` as its cancellation
+    /// token. The derived data (policy, principal, key, arrival time) is carried over, not
+    /// recomputed.
+    ///
+    /// For a layer that runs one execution on behalf of several callers (the deduplicator):
+    /// the execution must stop when *all* of them are gone, not when the first one cancels.
+    /// A call without a context stays without one.
+    pub fn with_cancellation(&self, token: CancellationToken) -> ToolCall {
+        let context = self.inner.context.clone().map(|mut cx| {
+            cx.ct = token;
+            cx
+        });
+        fn copy<T: Clone>(cell: &OnceLock<T>) -> OnceLock<T> {
+            let new = OnceLock::new();
+            if let Some(v) = cell.get() {
+                let _ = new.set(v.clone());
+            }
+            new
+        }
+        ToolCall {
+            inner: Arc::new(CallInner {
+                params: self.inner.params.clone(),
+                context,
+                resolver: Arc::clone(&self.inner.resolver),
+                received_at: self.inner.received_at,
+                policy: copy(&self.inner.policy),
+                principal: copy(&self.inner.principal),
+                key: copy(&self.inner.key),
+            }),
+        }
+    }
+
     /// Takes the request and context out, for the innermost service. Moves them when this
     /// is the only handle to the call, clones them otherwise (a retry keeps its copy).
     pub fn into_parts(self) -> (CallToolRequestParams, Option<RequestContext<RoleServer>>) {
@@ -360,6 +392,17 @@ mod tests {
         assert!(context.is_none());
         let (again, _) = kept.into_parts();
         assert_eq!(again.arguments, params.arguments);
+    }
+
+    #[test]
+    fn with_cancellation_keeps_derived_data() {
+        let call = ToolCall::with_resolver("pub", object!({"x": 1}), resolver());
+        let key = call.key();
+        let copy = call.with_cancellation(CancellationToken::new());
+        assert_eq!(copy.key(), key);
+        assert_eq!(copy.received_at(), call.received_at());
+        assert!(copy.policy().cacheable());
+        assert!(copy.context().is_none(), "no context stays no context");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`Partitioner`] and [`CacheScope`]: whose calls may share results.
 //! - [`error`]: every error a layer raises, each with a stable code.
 //! - [`HandlerService`]: the innermost service, calling the user's `ServerHandler`.
+//! - [`LayerReport`]: how a layer's handle shows its figures to metrics and admin endpoints.
 //! - `testing` (feature): `testing::ScriptedService`, the scripted inner service of every
 //!   crate's tests.
 //!
@@ -43,6 +44,7 @@ mod handler;
 mod key;
 mod partition;
 mod policy;
+mod report;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -53,6 +55,7 @@ pub use key::{
 };
 pub use partition::{DefaultPartitioner, Partitioner, Principal, SESSION_ID_HEADER};
 pub use policy::{CacheScope, PolicyDefaults, PolicyTable, ToolId, ToolOverride, ToolPolicy};
+pub use report::{Figure, FigureKind, LayerReport};
 
 /// The response every layer returns: rmcp's `tools/call` response.
 pub type CallToolResponse = rmcp::model::CallToolResponse;

@@ -53,9 +53,9 @@ pub use layered::LayeredServer;
 pub use stack::{BuiltStack, McpStack, McpStackBuilder, StackFuture, StackHandles, StackService};
 
 pub use mcp_tower_core::{
-    CacheScope, CallKey, CallResolver, CallToolResponse, DefaultPartitioner, HandlerService,
-    KeySecret, Partition, Partitioner, PolicyDefaults, PolicyTable, Principal, ToolCall, ToolId,
-    ToolOverride, ToolPolicy, error,
+    CacheScope, CallKey, CallResolver, CallToolResponse, DefaultPartitioner, Figure, FigureKind,
+    HandlerService, KeySecret, LayerReport, Partition, Partitioner, PolicyDefaults, PolicyTable,
+    Principal, ToolCall, ToolId, ToolOverride, ToolPolicy, error,
 };
 
 /// The README's examples, compiled as doctests.

@@ -278,6 +278,16 @@ pub struct BuiltStack {
     pub resolver: Arc<CallResolver>,
 }
 
+impl BuiltStack {
+    /// Wraps `handler` for every request but `tools/call`, which goes through this stack
+    /// (a gateway: the handler lists the upstreams' tools, the stack's inner service
+    /// forwards the calls).
+    pub fn serve<H: ServerHandler>(self, handler: H) -> LayeredServer<H, StackService> {
+        LayeredServer::new(Arc::new(handler), self.service, self.resolver)
+            .with_handles(self.handles)
+    }
+}
+
 /// Sets an [`McpStack`] up from code; [`build`](McpStackBuilder::build) validates it.
 #[derive(Debug, Default)]
 pub struct McpStackBuilder {
