@@ -304,6 +304,24 @@ impl ToolCall {
         }
     }
 
+    /// [`ToolCall::with_cancellation`], consuming the call: when this is the only handle to
+    /// it, the token is swapped in place (nothing is copied: not the arguments, not the
+    /// context's extensions with the HTTP request parts); otherwise the call is copied.
+    pub fn into_with_cancellation(mut self, token: CancellationToken) -> ToolCall {
+        if self.inner.context.is_none() {
+            return self;
+        }
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => {
+                if let Some(cx) = inner.context.as_mut() {
+                    cx.ct = token;
+                }
+                self
+            }
+            None => self.with_cancellation(token),
+        }
+    }
+
     /// Takes the request and context out, for the innermost service. Moves them when this
     /// is the only handle to the call, clones them otherwise (a retry keeps its copy).
     pub fn into_parts(self) -> (CallToolRequestParams, Option<RequestContext<RoleServer>>) {
@@ -403,6 +421,21 @@ mod tests {
         assert_eq!(copy.received_at(), call.received_at());
         assert!(copy.policy().cacheable());
         assert!(copy.context().is_none(), "no context stays no context");
+    }
+
+    #[test]
+    fn into_with_cancellation_keeps_a_call_without_context_as_it_is() {
+        let call = ToolCall::with_resolver("pub", object!({"x": 1}), resolver());
+        let key = call.key();
+        let same = call
+            .clone()
+            .into_with_cancellation(CancellationToken::new());
+        assert!(
+            Arc::ptr_eq(&same.inner, &call.inner),
+            "nothing to swap, nothing copied"
+        );
+        assert_eq!(same.key(), key);
+        assert!(same.context().is_none());
     }
 
     #[test]
