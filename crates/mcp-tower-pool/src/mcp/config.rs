@@ -1,0 +1,364 @@
+//! [`UpstreamConfig`]: one upstream MCP server — a stdio child process or a streamable HTTP
+//! endpoint — as a `[upstreams.<name>]` configuration section.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The separator between an upstream's name and a tool's name in a namespaced tool name
+/// (`github__search`). Upstream names may not contain it.
+pub const NAMESPACE_SEPARATOR: &str = "__";
+
+/// Where a child process's stderr goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StderrMode {
+    /// Each line is logged with `tracing` (target `mcp_tower_pool::upstream`, level info),
+    /// with the upstream's name. The default.
+    #[default]
+    Log,
+    /// Inherited: written to this process's stderr.
+    Inherit,
+    /// Discarded.
+    Null,
+}
+
+/// One upstream MCP server: set `command` (stdio child process) **or** `url` (streamable
+/// HTTP).
+///
+/// ```toml
+/// [upstreams.everything]           # stdio: a child process per pooled session
+/// command = "npx"
+/// args = ["-y", "@modelcontextprotocol/server-everything"]
+/// env = { LOG_LEVEL = "warn" }
+/// cwd = "/srv/mcp"
+///
+/// [upstreams.search]               # streamable HTTP
+/// url = "https://search.example.com/mcp"
+/// headers = { Authorization = "Bearer <token>" }
+/// required = false                 # the gateway stays healthy without it
+/// ```
+///
+/// Values are used as written (no `${VAR}` interpolation). `Debug` output redacts
+/// environment and header values (they often hold tokens).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Serve this upstream. Default `true`.
+    pub enabled: bool,
+    /// stdio: the program to run (looked up in `PATH`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// stdio: its arguments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// stdio: environment variables added to the inherited environment.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// stdio: its working directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    /// stdio: where its stderr goes. Default `log`.
+    pub stderr: StderrMode,
+    /// streamable HTTP: the MCP endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// streamable HTTP: headers sent with every request (`Authorization`…).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Whether the gateway reports unhealthy while this upstream cannot be reached.
+    /// Default `true`.
+    pub required: bool,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            command: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            stderr: StderrMode::default(),
+            url: None,
+            headers: BTreeMap::new(),
+            required: true,
+        }
+    }
+}
+
+impl fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |m: &BTreeMap<String, String>| -> Vec<String> {
+            m.keys().map(|k| format!("{k}=<redacted>")).collect()
+        };
+        f.debug_struct("UpstreamConfig")
+            .field("enabled", &self.enabled)
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("env", &redacted(&self.env))
+            .field("cwd", &self.cwd)
+            .field("stderr", &self.stderr)
+            .field("url", &self.url)
+            .field("headers", &redacted(&self.headers))
+            .field("required", &self.required)
+            .finish()
+    }
+}
+
+/// How to reach an upstream, from a validated [`UpstreamConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpstreamKind {
+    /// A child process speaking MCP on stdin/stdout.
+    Stdio,
+    /// A streamable HTTP endpoint.
+    Http,
+}
+
+impl UpstreamConfig {
+    /// An upstream run as a child process: `command` with `args`.
+    pub fn stdio(
+        command: impl Into<String>,
+        args: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            command: Some(command.into()),
+            args: args.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// An upstream reached over streamable HTTP at `url`.
+    pub fn http(url: impl Into<String>) -> Self {
+        Self {
+            url: Some(url.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Adds an environment variable (stdio).
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Runs the child in `cwd` (stdio).
+    pub fn with_cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// Sends the child's stderr to `mode` (stdio).
+    pub fn with_stderr(mut self, mode: StderrMode) -> Self {
+        self.stderr = mode;
+        self
+    }
+
+    /// Adds a header to every request (HTTP).
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+
+    /// Whether the gateway is unhealthy without this upstream.
+    pub fn with_required(mut self, required: bool) -> Self {
+        self.required = required;
+        self
+    }
+
+    /// Whether to serve this upstream.
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Checks the section of upstream `name`; the error names the field.
+    pub fn validate(&self, name: &str) -> Result<UpstreamKind, String> {
+        validate_name(name)?;
+        let at = |field: &str| format!("upstreams.{name}.{field}");
+        let kind = match (&self.command, &self.url) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "upstreams.{name}: set `command` (stdio) or `url` (streamable HTTP), not both"
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "upstreams.{name}: set `command` (stdio) or `url` (streamable HTTP)"
+                ));
+            }
+            (Some(command), None) => {
+                if command.trim().is_empty() {
+                    return Err(format!("{}: must not be empty", at("command")));
+                }
+                if !self.headers.is_empty() {
+                    return Err(format!("{}: only for `url` upstreams", at("headers")));
+                }
+                UpstreamKind::Stdio
+            }
+            (None, Some(url)) => {
+                let uri: http::Uri = url
+                    .parse()
+                    .map_err(|e| format!("{}: `{url}` is not a URL: {e}", at("url")))?;
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                    return Err(format!(
+                        "{}: `{url}` must be an http:// or https:// URL with a host",
+                        at("url")
+                    ));
+                }
+                for (header, value) in &self.headers {
+                    let parsed = http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                        format!("{}: `{header}` is not a header name", at("headers"))
+                    })?;
+                    if [
+                        "accept",
+                        "mcp-session-id",
+                        "last-event-id",
+                        "mcp-protocol-version",
+                    ]
+                    .contains(&parsed.as_str())
+                    {
+                        return Err(format!(
+                            "{}: `{header}` is set by the MCP transport itself",
+                            at("headers")
+                        ));
+                    }
+                    http::HeaderValue::from_str(value).map_err(|_| {
+                        format!(
+                            "{}: the value of `{header}` is not a valid header value",
+                            at("headers")
+                        )
+                    })?;
+                }
+                if !self.args.is_empty() || !self.env.is_empty() || self.cwd.is_some() {
+                    return Err(format!(
+                        "upstreams.{name}: `args`, `env` and `cwd` are only for `command` upstreams"
+                    ));
+                }
+                UpstreamKind::Http
+            }
+        };
+        Ok(kind)
+    }
+}
+
+/// Upstream names become tool-name prefixes and metric labels: short, plain, no separator.
+fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("upstreams: an upstream's name must not be empty".into());
+    }
+    if name.contains(NAMESPACE_SEPARATOR) {
+        return Err(format!(
+            "upstreams.{name}: the name must not contain `{NAMESPACE_SEPARATOR}` (it separates upstream and tool in `upstream{NAMESPACE_SEPARATOR}tool`)"
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "upstreams.{name}: the name may use only ASCII letters, digits, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdio_and_http_sections_parse_and_validate() {
+        let stdio: UpstreamConfig = toml::from_str(
+            r#"
+            command = "npx"
+            args = ["-y", "@modelcontextprotocol/server-everything"]
+            env = { TOKEN = "s3cret" }
+            stderr = "null"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(stdio.validate("everything"), Ok(UpstreamKind::Stdio));
+        assert_eq!(stdio.stderr, StderrMode::Null);
+        assert!(stdio.required && stdio.enabled);
+        assert!(
+            !format!("{stdio:?}").contains("s3cret"),
+            "env values are redacted"
+        );
+
+        let http: UpstreamConfig = toml::from_str(
+            r#"
+            url = "https://mcp.example.com/mcp"
+            headers = { Authorization = "Bearer t0ken" }
+            required = false
+            "#,
+        )
+        .unwrap();
+        assert_eq!(http.validate("remote"), Ok(UpstreamKind::Http));
+        assert!(
+            !format!("{http:?}").contains("t0ken"),
+            "header values are redacted"
+        );
+    }
+
+    #[test]
+    fn bad_sections_are_rejected_with_the_field() {
+        let both = UpstreamConfig {
+            url: Some("http://x/mcp".into()),
+            ..UpstreamConfig::stdio("server", ["--stdio"])
+        };
+        assert!(both.validate("a").unwrap_err().contains("not both"));
+        assert!(
+            UpstreamConfig::default()
+                .validate("a")
+                .unwrap_err()
+                .contains("set `command`")
+        );
+        assert!(
+            UpstreamConfig::http("ftp://x/mcp")
+                .validate("a")
+                .unwrap_err()
+                .contains("upstreams.a.url")
+        );
+        assert!(
+            UpstreamConfig::http("not a url")
+                .validate("a")
+                .unwrap_err()
+                .contains("is not a URL")
+        );
+        assert!(
+            UpstreamConfig::http("http://x/mcp")
+                .with_header("Mcp-Session-Id", "1")
+                .validate("a")
+                .unwrap_err()
+                .contains("set by the MCP transport")
+        );
+        assert!(
+            UpstreamConfig::http("http://x/mcp")
+                .with_header("bad header", "1")
+                .validate("a")
+                .unwrap_err()
+                .contains("not a header name")
+        );
+        assert!(
+            UpstreamConfig::stdio("s", ["x"])
+                .validate("git__hub")
+                .unwrap_err()
+                .contains("must not contain `__`")
+        );
+        assert!(
+            UpstreamConfig::stdio("s", ["x"])
+                .validate("git hub")
+                .unwrap_err()
+                .contains("only ASCII")
+        );
+        assert!(
+            UpstreamConfig::stdio(" ", ["x"])
+                .validate("a")
+                .unwrap_err()
+                .contains("upstreams.a.command")
+        );
+        assert!(toml::from_str::<UpstreamConfig>("comand = \"x\"").is_err());
+    }
+}

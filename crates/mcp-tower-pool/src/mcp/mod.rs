@@ -1,0 +1,15 @@
+//! Feature `rmcp`: upstream MCP servers as pooled sessions, and [`PoolService`], the
+//! `Service<ToolCall>` that forwards tool calls to them.
+
+mod config;
+mod connector;
+mod future;
+mod progress;
+mod router;
+mod service;
+
+pub use config::{NAMESPACE_SEPARATOR, StderrMode, UpstreamConfig, UpstreamKind};
+pub use connector::{McpConnector, McpSession, UpstreamCallError, UpstreamError};
+pub use future::PoolFuture;
+pub use router::UpstreamRouter;
+pub use service::{PoolService, PoolServiceError};

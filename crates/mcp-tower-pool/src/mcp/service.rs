@@ -1,0 +1,261 @@
+//! [`PoolService`]: the `Service<ToolCall>` that forwards each call to its upstream over a
+//! pooled session.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use mcp_tower_core::{
+    CallToolResponse, ToolCall,
+    error::{Cancelled, Layer, UpstreamUnavailable},
+};
+use rmcp::{
+    ErrorData,
+    model::{CallToolRequestParams, RequestMetaObject},
+};
+use tower_service::Service;
+
+use super::{
+    config::UpstreamConfig,
+    connector::{McpConnector, UpstreamCallError, UpstreamError},
+    future::PoolFuture,
+    router::UpstreamRouter,
+};
+use crate::{BuildError, Pool, PoolConfig, PoolHandle, call_many};
+
+/// The `_meta` keys that belong to one hop of the protocol (set again by rmcp for the
+/// upstream request), not to the call.
+const HOP_META_PREFIX: &str = "io.modelcontextprotocol/";
+const PROGRESS_TOKEN: &str = "progressToken";
+
+/// Why a [`PoolService`] could not be built from configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PoolServiceError {
+    /// An upstream's section is invalid.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The pool could not be built.
+    #[error(transparent)]
+    Pool(#[from] BuildError),
+}
+
+struct Shared {
+    pool: Pool<McpConnector>,
+    router: UpstreamRouter,
+}
+
+/// The innermost service of a gateway: forwards each [`ToolCall`] to the upstream MCP
+/// server its [`UpstreamRouter`] names, over a session of a [`Pool`] of [`McpConnector`]
+/// sessions.
+///
+/// - The tool name is un-namespaced (`github__search` → upstream `github`, tool
+///   `search`); the arguments, the `_meta` (trace context, custom keys; not the
+///   protocol's per-hop keys) and the multi-round-trip fields are passed on.
+/// - **Cancellation goes upstream**: when the caller's cancellation token fires
+///   (`notifications/cancelled` from the client) or the call's future is dropped, the
+///   upstream request is cancelled with `notifications/cancelled`. The call then ends with
+///   the core `Cancelled` error.
+/// - **Progress comes back**: the upstream's progress notifications for the request reach
+///   the caller through its own peer, with the caller's progress token.
+/// - A dead upstream is the core's transient `UpstreamUnavailable` error, never a hang: a
+///   closed session fails its requests at once and is replaced by the next call, and
+///   connects are bounded by `connect_timeout`. An upstream's own JSON-RPC error is passed
+///   on as is; an unknown tool is `invalid params`.
+///
+/// It is always ready (the pool never makes a caller wait for readiness; limit concurrency
+/// with the concurrency layer in front of it). Cloning is one reference count. The call
+/// runs on the caller's task (nothing is spawned), as rmcp's request-scoped state needs;
+/// its future is boxed once per call, which is noise next to the upstream round trip.
+///
+/// ```no_run
+/// use std::collections::BTreeMap;
+/// use mcp_tower_pool::{PoolConfig, PoolService, UpstreamConfig};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut upstreams = BTreeMap::new();
+/// upstreams.insert(
+///     "everything".to_string(),
+///     UpstreamConfig::stdio("npx", ["-y", "@modelcontextprotocol/server-everything"]),
+/// );
+/// let service = PoolService::from_config(&upstreams, PoolConfig::default())?;
+/// // put the stack in front: mcp_tower::McpStack::from_config(cfg)?.service(service)
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PoolService {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for PoolService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolService")
+            .field("pool", &self.shared.pool)
+            .field("router", &self.shared.router)
+            .finish()
+    }
+}
+
+impl PoolService {
+    /// Forwards calls routed by `router` to sessions of `pool`.
+    pub fn new(pool: Pool<McpConnector>, router: UpstreamRouter) -> Self {
+        Self {
+            shared: Arc::new(Shared { pool, router }),
+        }
+    }
+
+    /// A service for the `[upstreams.*]` sections of a configuration: a pool with `pool`'s
+    /// settings in which every enabled upstream is declared (its `min` sessions open at
+    /// once; required if the section says so), and a namespaced router.
+    ///
+    /// Must be called inside a Tokio runtime (the pool starts its maintenance task).
+    pub fn from_config(
+        upstreams: &BTreeMap<String, UpstreamConfig>,
+        pool: PoolConfig,
+    ) -> Result<Self, PoolServiceError> {
+        let connector = McpConnector::from_config(upstreams)?;
+        let names = connector.upstreams();
+        let mut builder = Pool::builder(connector).with_config(pool);
+        for name in &names {
+            let required = upstreams.get(name.as_ref()).is_some_and(|u| u.required);
+            builder = if required {
+                builder.with_required_key(Arc::clone(name))
+            } else {
+                builder.with_key(Arc::clone(name))
+            };
+        }
+        Ok(Self::new(
+            builder.build()?,
+            UpstreamRouter::namespaced(names),
+        ))
+    }
+
+    /// The pool of upstream sessions.
+    pub fn pool(&self) -> &Pool<McpConnector> {
+        &self.shared.pool
+    }
+
+    /// The router.
+    pub fn router(&self) -> &UpstreamRouter {
+        &self.shared.router
+    }
+
+    /// The pool's handle (stats, health, shutdown; a `LayerReport` for metrics).
+    pub fn handle(&self) -> PoolHandle {
+        self.shared.pool.handle()
+    }
+
+    /// Runs a batch of calls through this service, at most `max_parallel` at once, and
+    /// returns the results in order ([`call_many`]).
+    pub async fn call_many(
+        &self,
+        calls: impl IntoIterator<Item = ToolCall>,
+        max_parallel: usize,
+    ) -> Vec<Result<CallToolResponse, ErrorData>> {
+        call_many(self, calls, max_parallel).await
+    }
+}
+
+impl Service<ToolCall> for PoolService {
+    type Response = CallToolResponse;
+    type Error = ErrorData;
+    type Future = PoolFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: ToolCall) -> Self::Future {
+        let Some((upstream, tool)) = self.shared.router.route(call.name()) else {
+            return PoolFuture::failed(ErrorData::invalid_params(
+                format!(
+                    "unknown tool `{}`: no upstream serves it (namespaced tools are named `upstream__tool`)",
+                    call.name()
+                ),
+                None,
+            ));
+        };
+        let upstream = Arc::clone(upstream);
+        let params = upstream_params(&call, tool);
+        let shared = Arc::clone(&self.shared);
+        PoolFuture::forwarding(Box::pin(async move {
+            forward(&shared.pool, upstream, params, call).await
+        }))
+    }
+}
+
+/// The upstream request: the upstream's tool name, the caller's arguments, `_meta` and
+/// multi-round-trip fields.
+fn upstream_params(call: &ToolCall, tool: &str) -> CallToolRequestParams {
+    let source = call.params();
+    let mut params = CallToolRequestParams::new(tool.to_owned());
+    params.arguments = source.arguments.clone();
+    params.input_responses = source.input_responses.clone();
+    params.request_state = source.request_state.clone();
+    // rmcp moves a request's `_meta` into its context; without a context, take the
+    // params' own.
+    let meta = call.context().map(|cx| &cx.meta).or(source.meta.as_ref());
+    if let Some(meta) = meta {
+        let forwarded: RequestMetaObject = meta
+            .0
+            .0
+            .iter()
+            .filter(|(key, _)| key.as_str() != PROGRESS_TOKEN && !key.starts_with(HOP_META_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        if !forwarded.0.0.is_empty() {
+            params.meta = Some(forwarded);
+        }
+    }
+    params
+}
+
+async fn forward(
+    pool: &Pool<McpConnector>,
+    upstream: Arc<str>,
+    params: CallToolRequestParams,
+    call: ToolCall,
+) -> Result<CallToolResponse, ErrorData> {
+    let cancelled = || -> ErrorData {
+        Cancelled {
+            layer: Layer::Pool,
+            tool: call.name().to_owned(),
+        }
+        .into()
+    };
+    let session = match call.cancellation() {
+        Some(token) => tokio::select! {
+            session = pool.get(&upstream) => session,
+            () = token.cancelled() => return Err(cancelled()),
+        },
+        None => pool.get(&upstream).await,
+    }
+    .map_err(|e| ErrorData::from(e.to_unavailable(&upstream)))?;
+    match session.call_tool(params, call.context()).await {
+        Ok(response) => Ok(response),
+        Err(UpstreamCallError::Upstream(error)) => Err(error),
+        Err(UpstreamCallError::Cancelled) => Err(cancelled()),
+        Err(error @ UpstreamCallError::Transport(_)) => {
+            // Replace it on the next call rather than wait for the next health check.
+            session.mark_broken();
+            Err(unavailable(&upstream, error))
+        }
+        Err(error @ (UpstreamCallError::UpstreamCancelled(_) | UpstreamCallError::Unexpected)) => {
+            Err(unavailable(&upstream, error))
+        }
+    }
+}
+
+fn unavailable(upstream: &str, error: UpstreamCallError) -> ErrorData {
+    UpstreamUnavailable {
+        layer: Layer::Pool,
+        upstream: upstream.to_owned(),
+        reason: error.to_string().into(),
+    }
+    .into()
+}
