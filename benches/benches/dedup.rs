@@ -1,0 +1,337 @@
+//! `dedup/*`: the deduplicator next to its baselines.
+//!
+//! - `dedup/passthrough`: a call that is not deduplicated (a tool without `dedup`), and a
+//!   deduplicated call with nothing else in flight (it leads a flight alone), against the raw
+//!   inner service. Fresh calls: the layer resolves the tool's policy and, for the
+//!   deduplicated call, hashes the arguments into its key. Every function builds the same
+//!   calls with the same policy table (`weather`, read-only; `dedup` off by override for the
+//!   tool that is not deduplicated).
+//! - `dedup/passthrough_prepared`: the same with each call's policy and key already derived,
+//!   as they are in the stack (the metrics layer resolves the policy, the cache computes
+//!   the key): the layer's own cost.
+//! - `dedup/followers_N`: one leader and N followers of the same call, against
+//!   `async_singleflight` and tower-resilience's coalesce layer doing the same. The inner call
+//!   waits at a gate that opens only once every caller has been polled (joined), so each
+//!   burst measures one execution shared by N + 1 callers, not timing luck. All callers are
+//!   polled by one task (`join_all`) on one thread, the same way for every contender.
+//! - `dedup/followers_256_tasks`: the same with each caller its own task on two worker
+//!   threads, as rmcp runs requests (task spawns included, the same for every contender).
+
+use std::{
+    future::{Future, poll_fn},
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, ready},
+    time::{Duration, Instant},
+};
+
+use async_singleflight::Group;
+use criterion::{Criterion, criterion_group, criterion_main};
+use mcp_tower_benches::{ReadyService, runtime_1, runtime_2, sample_call, time_calls};
+use mcp_tower_core::{
+    CallKey, CallKeyBuildHasher, CallResolver, PolicyDefaults, PolicyTable, ToolCall, ToolOverride,
+};
+use mcp_tower_dedup::DedupLayer;
+use pin_project_lite::pin_project;
+use rmcp::{
+    ErrorData,
+    model::{CallToolResponse, CallToolResult, ContentBlock, Tool, ToolAnnotations},
+    object,
+};
+use tokio::sync::{Notify, futures::OwnedNotified};
+use tower::{Layer, Service, ServiceExt};
+use tower_resilience_coalesce::CoalesceLayer;
+
+/// A resolver that knows `weather` as a read-only tool: deduplicated, unless `dedup` is
+/// `false` (the same table either way, so both resolve a call at the same cost).
+fn weather_resolver(dedup: bool) -> Arc<CallResolver> {
+    let weather = Tool::new("weather", "Current weather", object!({"type": "object"}))
+        .with_annotations(ToolAnnotations::new().read_only(true));
+    Arc::new(CallResolver::new(
+        PolicyTable::new(PolicyDefaults::default())
+            .with_tools([weather])
+            .with_override("weather", ToolOverride::default().with_dedup(dedup)),
+    ))
+}
+
+/// A call whose policy, principal and key are derived, as in the stack.
+fn prepared_call(resolver: &Arc<CallResolver>) -> ToolCall {
+    let call = sample_call(resolver);
+    std::hint::black_box(call.key());
+    call
+}
+
+fn passthrough(c: &mut Criterion) {
+    let rt = runtime_1();
+    let raw = ReadyService::default();
+    let dedup = DedupLayer::default().layer(ReadyService::default());
+    let plain = weather_resolver(false);
+    let read_only = weather_resolver(true);
+    assert!(!sample_call(&plain).policy().dedup);
+    assert!(sample_call(&read_only).policy().dedup);
+
+    for (group_name, prepared) in [
+        ("dedup/passthrough", false),
+        ("dedup/passthrough_prepared", true),
+    ] {
+        let make = move |resolver: &Arc<CallResolver>| {
+            if prepared {
+                prepared_call(resolver)
+            } else {
+                sample_call(resolver)
+            }
+        };
+        let mut group = c.benchmark_group(group_name);
+        group.bench_function("raw", |b| {
+            b.iter_custom(|iters| time_calls(&rt, &raw, iters, || make(&read_only)))
+        });
+        group.bench_function("non_dedup_tool", |b| {
+            b.iter_custom(|iters| time_calls(&rt, &dedup, iters, || make(&plain)))
+        });
+        group.bench_function("nothing_in_flight", |b| {
+            b.iter_custom(|iters| time_calls(&rt, &dedup, iters, || make(&read_only)))
+        });
+        group.finish();
+    }
+    assert_eq!(dedup.in_flight_keys(), 0);
+}
+
+/// Where the one shared execution of a burst waits until every caller has joined. Each
+/// burst arms it anew; an execution that starts after its burst's gate opened (a contender
+/// that let a caller in late) passes straight through, so no burst can hang.
+#[derive(Default)]
+struct Gate {
+    armed: AtomicU64,
+    opened: AtomicU64,
+    notify: Arc<Notify>,
+}
+
+impl Gate {
+    fn arm(&self) {
+        self.armed.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn open(&self) {
+        self.opened
+            .store(self.armed.load(Ordering::Acquire), Ordering::Release);
+        self.notify.notify_waiters();
+    }
+}
+
+/// An inner service whose calls wait at the gate, then answer like [`ReadyService`].
+#[derive(Clone)]
+struct GatedService {
+    gate: Arc<Gate>,
+    result: Arc<CallToolResult>,
+}
+
+impl GatedService {
+    fn new(gate: Arc<Gate>) -> Self {
+        Self {
+            gate,
+            result: Arc::new(CallToolResult::success(vec![ContentBlock::text(
+                "sunny, 21°C, light breeze from the south-west",
+            )])),
+        }
+    }
+}
+
+pin_project! {
+    struct Gated {
+        gate: Arc<Gate>,
+        burst: u64,
+        // Created with the call: it sees any `notify_waiters` from then on.
+        #[pin]
+        opened: OwnedNotified,
+        result: Arc<CallToolResult>,
+    }
+}
+
+impl Future for Gated {
+    type Output = Result<CallToolResponse, ErrorData>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if this.gate.opened.load(Ordering::Acquire) < *this.burst {
+            ready!(this.opened.poll(cx));
+        }
+        Poll::Ready(Ok(CallToolResult::clone(this.result).into()))
+    }
+}
+
+impl Service<ToolCall> for GatedService {
+    type Response = CallToolResponse;
+    type Error = ErrorData;
+    type Future = Gated;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _call: ToolCall) -> Self::Future {
+        let burst = self.gate.armed.load(Ordering::Acquire);
+        Gated {
+            gate: Arc::clone(&self.gate),
+            burst,
+            opened: Arc::clone(&self.gate.notify).notified_owned(),
+            result: Arc::clone(&self.result),
+        }
+    }
+}
+
+/// How the callers of a burst are run.
+#[derive(Clone, Copy)]
+enum Callers {
+    /// All polled by one task (`join_all`), on one thread, outside tokio's cooperative
+    /// budget (else a contender built on tokio's primitives, async_singleflight's mutex,
+    /// would be told to yield part-way through the first round and join late).
+    OneTask,
+    /// Each its own task, on two worker threads: how an rmcp server runs requests.
+    Tasks,
+}
+
+/// Runs one burst: every caller is polled once (the leader starts the execution, the
+/// others join it), then the gate opens and all of them run to the end. Returns how long it
+/// took.
+async fn burst<F>(callers: Vec<F>, gate: &Gate, mode: Callers) -> Duration
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    gate.arm();
+    match mode {
+        Callers::OneTask => {
+            tokio::task::unconstrained(async {
+                let start = Instant::now();
+                let mut all = std::pin::pin!(futures_util::future::join_all(callers));
+                let first = poll_fn(|cx| Poll::Ready(all.as_mut().poll(cx))).await;
+                assert!(first.is_pending(), "the execution waits at the gate");
+                gate.open();
+                let results = all.await;
+                let elapsed = start.elapsed();
+                std::hint::black_box(results);
+                elapsed
+            })
+            .await
+        }
+        Callers::Tasks => {
+            let count = callers.len();
+            let joined = Arc::new((AtomicUsize::new(0), Notify::new()));
+            let start = Instant::now();
+            let tasks: Vec<_> = callers
+                .into_iter()
+                .map(|caller| {
+                    let joined = Arc::clone(&joined);
+                    tokio::spawn(async move {
+                        let mut caller = std::pin::pin!(caller);
+                        let first = poll_fn(|cx| Poll::Ready(caller.as_mut().poll(cx))).await;
+                        if joined.0.fetch_add(1, Ordering::AcqRel) + 1 == count {
+                            joined.1.notify_one();
+                        }
+                        match first {
+                            Poll::Ready(output) => output,
+                            Poll::Pending => caller.await,
+                        }
+                    })
+                })
+                .collect();
+            joined.1.notified().await;
+            gate.open();
+            for task in tasks {
+                std::hint::black_box(task.await.expect("caller task"));
+            }
+            start.elapsed()
+        }
+    }
+}
+
+/// Times bursts of `n + 1` identical calls through `callers` (which turns prepared calls
+/// into the contender's futures).
+fn time_bursts<F, M>(
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    n: usize,
+    resolver: &Arc<CallResolver>,
+    gate: &Gate,
+    mode: Callers,
+    mut callers: M,
+) -> Duration
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    M: FnMut(ToolCall) -> F,
+{
+    rt.block_on(async {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let futures: Vec<F> = (0..=n).map(|_| callers(prepared_call(resolver))).collect();
+            total += burst(futures, gate, mode).await;
+        }
+        total
+    })
+}
+
+fn followers(c: &mut Criterion) {
+    let rt_1 = runtime_1();
+    let rt_2 = runtime_2();
+    let resolver = weather_resolver(true);
+    let cases = [
+        ("dedup/followers_1", 1, Callers::OneTask, &rt_1),
+        ("dedup/followers_16", 16, Callers::OneTask, &rt_1),
+        ("dedup/followers_256", 256, Callers::OneTask, &rt_1),
+        ("dedup/followers_256_tasks", 256, Callers::Tasks, &rt_2),
+    ];
+    for (name, n, mode, rt) in cases {
+        let mut group = c.benchmark_group(name);
+
+        group.bench_function("dedup", |b| {
+            let gate = Arc::new(Gate::default());
+            let layer = DedupLayer::default();
+            let handle = layer.handle();
+            let service = layer.layer(GatedService::new(Arc::clone(&gate)));
+            b.iter_custom(|iters| {
+                time_bursts(rt, iters, n, &resolver, &gate, mode, |call| {
+                    service.clone().oneshot(call)
+                })
+            });
+            let stats = handle.stats();
+            assert_eq!(
+                stats.followers_served,
+                stats.flights * n as u64,
+                "one execution per burst"
+            );
+        });
+
+        group.bench_function("async_singleflight", |b| {
+            let gate = Arc::new(Gate::default());
+            let inner = GatedService::new(Arc::clone(&gate));
+            let flights: Arc<Group<CallKey, CallToolResponse, ErrorData, CallKeyBuildHasher>> =
+                Arc::new(Group::new());
+            b.iter_custom(|iters| {
+                time_bursts(rt, iters, n, &resolver, &gate, mode, |call| {
+                    let flights = Arc::clone(&flights);
+                    let execution = inner.clone().oneshot(call.clone());
+                    async move { flights.work(&call.key(), execution).await }
+                })
+            });
+        });
+
+        group.bench_function("coalesce", |b| {
+            let gate = Arc::new(Gate::default());
+            let service = CoalesceLayer::new(|call: &ToolCall| call.key())
+                .layer(GatedService::new(Arc::clone(&gate)));
+            b.iter_custom(|iters| {
+                time_bursts(rt, iters, n, &resolver, &gate, mode, |call| {
+                    service.clone().oneshot(call)
+                })
+            });
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, passthrough, followers);
+criterion_main!(benches);
