@@ -1,0 +1,685 @@
+//! The gateway in front of real upstream MCP servers, driven by rmcp's client over
+//! streamable HTTP.
+//!
+//! - With the demo binary as a stdio upstream (plain `cargo test`): listing and calling,
+//!   killing the upstream under load (every call in flight ends with "upstream
+//!   unavailable", none hangs, the pool reconnects), read-only calls surviving the crash
+//!   through the retry layer, and the binary reaping its children on SIGTERM.
+//! - With `@modelcontextprotocol/server-everything` (ignored here; `.ci/gateway.sh`
+//!   installs it and runs them): its tools listed and called, progress of a long-running
+//!   tool reaching the client, and a cancelled call cancelled upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
+
+use mcp_tower::{
+    CallResolver, PolicyDefaults, PolicyTable, ToolCall,
+    error::{ErrorKind, is_transient},
+};
+use mcp_tower_examples::{
+    gateway::{GatewayApp, GatewayConfig},
+    serve,
+};
+use mcp_tower_pool::{PoolConfig, PoolService, StderrMode, UpstreamConfig};
+use mcp_tower_retry::{BudgetConfig, RetryConfig, RetryLayer, TimeoutLayer};
+use rmcp::{
+    ClientHandler, RoleClient, ServiceExt,
+    model::{
+        CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest,
+        ProgressNotificationParam, Request, ServerResult,
+    },
+    object,
+    service::{NotificationContext, PeerRequestOptions, RunningService, ServiceError},
+    transport::StreamableHttpClientTransport,
+};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    sync::mpsc,
+};
+use tokio_util::sync::CancellationToken;
+use tower::{ServiceBuilder, ServiceExt as _};
+
+/// A bound on every wait: generous, so it only trips on a hang.
+const HANG: Duration = Duration::from_secs(30);
+
+/// The environment variable naming server-everything's `dist/index.js` (set by
+/// `.ci/gateway.sh`).
+const EVERYTHING_ENV: &str = "SERVER_EVERYTHING_JS";
+
+fn demo_upstream(weather_latency: &str) -> UpstreamConfig {
+    UpstreamConfig::stdio(
+        env!("CARGO_BIN_EXE_demo"),
+        ["--weather-latency", weather_latency],
+    )
+    .with_stderr(StderrMode::Null)
+}
+
+fn config_with(
+    upstreams: impl IntoIterator<Item = (&'static str, UpstreamConfig)>,
+) -> GatewayConfig {
+    GatewayConfig {
+        upstreams: upstreams
+            .into_iter()
+            .map(|(name, u)| (name.to_owned(), u))
+            .collect(),
+        pool: PoolConfig::default().with_connect_timeout(HANG),
+        ..GatewayConfig::default()
+    }
+}
+
+/// A gateway served in process on 127.0.0.1:0; stopped (and its pool shut down) on drop.
+struct RunningGateway {
+    app: GatewayApp,
+    url: String,
+    stop: CancellationToken,
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start_gateway(config: GatewayConfig) -> RunningGateway {
+    let app = GatewayApp::build(config).await.unwrap();
+    let stop = CancellationToken::new();
+    let router = serve::mcp_router(app.server.clone(), &stop);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let shutdown = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
+            .await
+            .ok();
+    });
+    RunningGateway {
+        app,
+        url: format!("http://{addr}{}", serve::MCP_PATH),
+        stop,
+    }
+}
+
+/// A client recording the progress notifications it receives.
+struct Recorder {
+    progress: mpsc::UnboundedSender<ProgressNotificationParam>,
+}
+
+impl ClientHandler for Recorder {
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.send(params).ok();
+    }
+}
+
+type Client = RunningService<RoleClient, Recorder>;
+
+async fn connect(url: &str) -> (Client, mpsc::UnboundedReceiver<ProgressNotificationParam>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = Recorder { progress: tx }
+        .serve(StreamableHttpClientTransport::from_uri(url.to_owned()))
+        .await
+        .unwrap();
+    (client, rx)
+}
+
+fn params(tool: &str, args: Value) -> CallToolRequestParams {
+    let Value::Object(args) = args else {
+        panic!("arguments must be an object")
+    };
+    CallToolRequestParams::new(tool.to_owned()).with_arguments(args)
+}
+
+async fn call(client: &Client, tool: &str, args: Value) -> Result<CallToolResult, ServiceError> {
+    tokio::time::timeout(HANG, client.call_tool(params(tool, args)))
+        .await
+        .expect("the call hung")
+}
+
+fn text(result: &CallToolResult) -> String {
+    result.content[0].as_text().expect("text").text.clone()
+}
+
+/// Polls `condition` until it holds (bounded by `HANG`).
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + HANG;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether a process exists (a zombie counts: it has not been reaped).
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn kill(signal: &str, pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// The pid of upstream `name`'s pooled session.
+async fn upstream_pid(service: &PoolService, name: &str) -> u32 {
+    service
+        .pool()
+        .get(&Arc::from(name))
+        .await
+        .unwrap()
+        .pid()
+        .expect("a stdio upstream has a pid")
+}
+
+#[tokio::test]
+async fn the_gateway_lists_and_calls_a_rust_upstream_over_http() {
+    let gateway = start_gateway(config_with([("demo", demo_upstream("5ms"))])).await;
+    let (client, _) = connect(&gateway.url).await;
+
+    let tools = client.list_all_tools().await.unwrap();
+    let names: BTreeSet<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    assert_eq!(
+        names,
+        [
+            "demo__append_note",
+            "demo__echo",
+            "demo__fx_rate",
+            "demo__set_flag",
+            "demo__weather"
+        ]
+        .map(String::from)
+        .into(),
+    );
+    let weather = tools.iter().find(|t| t.name == "demo__weather").unwrap();
+    assert_eq!(
+        weather.annotations.as_ref().unwrap().read_only_hint,
+        Some(true),
+        "annotations are kept, so the stack's policies apply"
+    );
+    let policy = gateway
+        .app
+        .server
+        .resolver()
+        .policies()
+        .resolve("demo__weather");
+    assert!(policy.cacheable() && policy.retry, "{policy:?}");
+
+    let echoed = call(
+        &client,
+        "demo__echo",
+        json!({"text": "through the gateway"}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        text(&echoed).contains("through the gateway"),
+        "{}",
+        text(&echoed)
+    );
+    let report = call(&client, "demo__weather", json!({"city": "Oslo"}))
+        .await
+        .unwrap();
+    assert_eq!(report.structured_content.unwrap()["city"], "Oslo");
+
+    // Bad input: an upstream that does not exist, a tool the upstream does not have,
+    // invalid arguments; the gateway keeps serving.
+    let ServiceError::McpError(unknown) =
+        call(&client, "nowhere__echo", json!({})).await.unwrap_err()
+    else {
+        panic!()
+    };
+    assert!(
+        unknown.message.contains("unknown tool `nowhere__echo`"),
+        "{}",
+        unknown.message
+    );
+    assert!(
+        call(&client, "demo__no_such_tool", json!({}))
+            .await
+            .is_err()
+    );
+    let invalid = call(&client, "demo__weather", json!({"town": "Oslo"})).await;
+    assert!(
+        invalid.is_err() || invalid.as_ref().unwrap().is_error == Some(true),
+        "{invalid:?}"
+    );
+    call(&client, "demo__echo", json!({"text": "still up"}))
+        .await
+        .unwrap();
+
+    let stats = gateway.app.gateway.pool_handle().stats();
+    let demo = stats.key("demo").unwrap();
+    assert_eq!(
+        (demo.connects, demo.connections),
+        (1, 1),
+        "one pooled session: {demo:?}"
+    );
+    drop(client);
+    gateway.app.shutdown().await;
+}
+
+#[tokio::test]
+async fn killing_the_upstream_under_load_ends_every_call_with_upstream_unavailable() {
+    let upstreams: BTreeMap<String, UpstreamConfig> =
+        [("demo".to_owned(), demo_upstream("20s"))].into();
+    let service = PoolService::from_config(&upstreams, PoolConfig::default()).unwrap();
+    let pid = upstream_pid(&service, "demo").await;
+
+    let calls: Vec<_> = (0..20)
+        .map(|i| {
+            let call = ToolCall::new("demo__weather", object!({ "city": format!("city-{i}") }));
+            tokio::spawn(service.clone().oneshot(call))
+        })
+        .collect();
+    let handle = service.handle();
+    eventually("20 calls in flight upstream", || {
+        handle.stats().key("demo").unwrap().in_flight == 20
+    })
+    .await;
+
+    let killed_at = tokio::time::Instant::now();
+    kill("-KILL", pid);
+    for call in calls {
+        let outcome = tokio::time::timeout(HANG, call)
+            .await
+            .expect("a call hung after its upstream died")
+            .unwrap();
+        let err = outcome.unwrap_err();
+        assert_eq!(
+            ErrorKind::of(&err),
+            Some(ErrorKind::UpstreamUnavailable),
+            "{err:?}"
+        );
+        assert!(is_transient(&err));
+        assert!(
+            err.message.contains("upstream `demo` is unavailable"),
+            "{}",
+            err.message
+        );
+    }
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(10),
+        "the calls ended with the upstream, not at its 20 s latency"
+    );
+
+    // The pool reconnects: the next call gets a new session (a new child process).
+    let next = service
+        .clone()
+        .oneshot(ToolCall::new("demo__echo", object!({"text": "back"})))
+        .await
+        .unwrap();
+    let CallToolResponse::Complete(next) = next else {
+        panic!()
+    };
+    assert!(text(&next).contains("back"));
+    let new_pid = upstream_pid(&service, "demo").await;
+    assert_ne!(new_pid, pid);
+    let stats = handle.stats();
+    let demo = stats.key("demo").unwrap();
+    assert_eq!(demo.connects, 2, "{demo:?}");
+    assert!(demo.replaced >= 1, "{demo:?}");
+    assert!(demo.up);
+    // The killed child is reaped, not left a zombie.
+    eventually("the killed child reaped", || !process_exists(pid)).await;
+
+    service.pool().shutdown().await;
+    eventually("the second child reaped on shutdown", || {
+        !process_exists(new_pid)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn read_only_calls_survive_an_upstream_crash_through_the_retry_layer() {
+    let upstreams: BTreeMap<String, UpstreamConfig> =
+        [("demo".to_owned(), demo_upstream("2s"))].into();
+    let service = PoolService::from_config(&upstreams, PoolConfig::default()).unwrap();
+    // The policies come from the upstream's tool list, as in the gateway.
+    let session = service.pool().get(&Arc::from("demo")).await.unwrap();
+    let tools = session.peer().list_all_tools().await.unwrap();
+    let pid = session.pid().unwrap();
+    drop(session);
+    let namespaced = tools.into_iter().map(|mut t| {
+        t.name = format!("demo__{}", t.name).into();
+        t
+    });
+    let resolver = Arc::new(CallResolver::new(
+        PolicyTable::new(PolicyDefaults::default()).with_tools(namespaced),
+    ));
+    let retry = RetryLayer::new(
+        RetryConfig::default()
+            .with_max_attempts(4)
+            .with_base_delay(Duration::from_millis(50))
+            .with_budget(BudgetConfig::default().with_min_per_sec(1000)),
+    )
+    .unwrap();
+    let retries = retry.handle();
+    let stack = ServiceBuilder::new()
+        .layer(retry)
+        .layer(TimeoutLayer::default())
+        .service(service.clone());
+
+    let calls: Vec<_> = (0..10)
+        .map(|i| {
+            let call = ToolCall::with_resolver(
+                "demo__weather",
+                object!({ "city": format!("city-{i}") }),
+                Arc::clone(&resolver),
+            );
+            tokio::spawn(stack.clone().oneshot(call))
+        })
+        .collect();
+    let handle = service.handle();
+    eventually("10 calls in flight upstream", || {
+        handle.stats().key("demo").unwrap().in_flight == 10
+    })
+    .await;
+    kill("-KILL", pid);
+    for (i, call) in calls.into_iter().enumerate() {
+        let response = tokio::time::timeout(HANG, call).await.unwrap().unwrap();
+        let Ok(CallToolResponse::Complete(result)) = response else {
+            panic!("call {i} did not survive the crash: {response:?}")
+        };
+        assert_eq!(
+            result.structured_content.unwrap()["city"],
+            format!("city-{i}")
+        );
+    }
+    assert!(retries.stats().retries >= 10, "{:?}", retries.stats());
+    assert_eq!(handle.stats().key("demo").unwrap().connects, 2);
+    service.pool().shutdown().await;
+}
+
+/// The pids of `pid`'s children (Linux).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+                children.extend(
+                    list.split_whitespace()
+                        .filter_map(|p| p.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    children
+}
+
+fn temp_config(toml: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!(
+        "mcp-tower-gateway-test-{}-{}.toml",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+#[tokio::test]
+async fn the_gateway_binary_serves_and_reaps_its_children_on_sigterm() {
+    let config = temp_config(&format!(
+        r#"
+        listen = "127.0.0.1:0"
+        [upstreams.demo]
+        command = "{}"
+        args = ["--weather-latency", "5ms"]
+        stderr = "null"
+        "#,
+        env!("CARGO_BIN_EXE_demo")
+    ));
+    let mut gateway = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(gateway.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(HANG, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("listening on ") {
+                return url.to_owned();
+            }
+        }
+        panic!("the gateway exited before listening");
+    })
+    .await
+    .expect("the gateway did not start listening");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let (client, _) = connect(&url).await;
+    let echoed = call(&client, "demo__echo", json!({"text": "hello"}))
+        .await
+        .unwrap();
+    assert!(text(&echoed).contains("hello"));
+    drop(client);
+
+    let gateway_pid = gateway.id().unwrap();
+    let children = children_of(gateway_pid);
+    assert_eq!(children.len(), 1, "one upstream child: {children:?}");
+    kill("-TERM", gateway_pid);
+    let status = tokio::time::timeout(HANG, gateway.wait())
+        .await
+        .expect("the gateway did not stop on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    for child in children {
+        assert!(
+            !process_exists(child),
+            "upstream child {child} outlived the gateway"
+        );
+    }
+    std::fs::remove_file(config).ok();
+}
+
+#[tokio::test]
+async fn the_gateway_refuses_a_bad_configuration() {
+    let config = temp_config("[upstreams.a]\nurl = \"ftp://nowhere\"\n");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("upstreams.a.url"), "{stderr}");
+    std::fs::remove_file(config).ok();
+
+    let missing = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["--config", "/no/such/gateway.toml"])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+}
+
+// --- @modelcontextprotocol/server-everything (run by .ci/gateway.sh) ---
+
+fn everything_js() -> String {
+    std::env::var(EVERYTHING_ENV).unwrap_or_else(|_| {
+        panic!("set {EVERYTHING_ENV} to server-everything's dist/index.js (.ci/gateway.sh does)")
+    })
+}
+
+/// server-everything on stdio; with `tap`, its stdin is also copied to that file, so a
+/// test can see what the gateway sent it.
+fn everything_upstream(tap: Option<&Path>) -> UpstreamConfig {
+    let js = everything_js();
+    let upstream = match tap {
+        None => UpstreamConfig::stdio("node", [js.as_str(), "stdio"]),
+        Some(tap) => UpstreamConfig::stdio(
+            "sh",
+            [
+                "-c".to_owned(),
+                format!("tee -a '{}' | exec node '{js}' stdio", tap.display()),
+            ],
+        ),
+    };
+    upstream.with_stderr(StderrMode::Null)
+}
+
+#[tokio::test]
+#[ignore = "needs @modelcontextprotocol/server-everything (run by .ci/gateway.sh)"]
+async fn server_everything_tools_are_listed_and_called_through_the_gateway() {
+    let gateway = start_gateway(config_with([("everything", everything_upstream(None))])).await;
+    let (client, _) = connect(&gateway.url).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let names: BTreeSet<String> = tools.iter().map(|t| t.name.to_string()).collect();
+    for expected in [
+        "everything__echo",
+        "everything__get-sum",
+        "everything__trigger-long-running-operation",
+    ] {
+        assert!(
+            names.contains(expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert!(names.iter().all(|n| n.starts_with("everything__")));
+    let echo = tools.iter().find(|t| t.name == "everything__echo").unwrap();
+    assert_eq!(
+        echo.annotations.as_ref().unwrap().read_only_hint,
+        Some(true)
+    );
+
+    let echoed = call(&client, "everything__echo", json!({"message": "hi there"}))
+        .await
+        .unwrap();
+    assert_eq!(text(&echoed), "Echo: hi there");
+    let sum = call(&client, "everything__get-sum", json!({"a": 2, "b": 3}))
+        .await
+        .unwrap();
+    assert!(text(&sum).contains('5'), "{}", text(&sum));
+    // Invalid arguments: the upstream's error reaches the client; the gateway keeps serving.
+    let bad = call(&client, "everything__get-sum", json!({"a": "two"})).await;
+    assert!(
+        bad.is_err() || bad.as_ref().unwrap().is_error == Some(true),
+        "{bad:?}"
+    );
+    call(&client, "everything__echo", json!({"message": "again"}))
+        .await
+        .unwrap();
+    drop(client);
+    gateway.app.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs @modelcontextprotocol/server-everything (run by .ci/gateway.sh)"]
+async fn server_everything_progress_reaches_the_client() {
+    let gateway = start_gateway(config_with([("everything", everything_upstream(None))])).await;
+    let (client, mut progress) = connect(&gateway.url).await;
+    let request = ClientRequest::CallToolRequest(Request::new(params(
+        "everything__trigger-long-running-operation",
+        json!({"duration": 1, "steps": 4}),
+    )));
+    let handle = client
+        .send_request_with_option(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    let token = handle.progress_token.clone();
+    let response = tokio::time::timeout(HANG, handle.await_response())
+        .await
+        .unwrap()
+        .unwrap();
+    let ServerResult::CallToolResult(result) = response else {
+        panic!("{response:?}")
+    };
+    assert!(text(&result).contains("completed"), "{}", text(&result));
+    let mut steps = BTreeSet::new();
+    while let Ok(Some(p)) = tokio::time::timeout(Duration::from_secs(2), progress.recv()).await {
+        assert_eq!(p.progress_token, token, "the client's own progress token");
+        assert_eq!(p.total, Some(4.0));
+        steps.insert(p.progress as u32);
+        if steps.len() == 4 {
+            break;
+        }
+    }
+    assert_eq!(
+        steps,
+        (1..=4).collect(),
+        "every step's progress reached the client"
+    );
+    drop(client);
+    gateway.app.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs @modelcontextprotocol/server-everything (run by .ci/gateway.sh)"]
+async fn server_everything_sees_a_cancelled_call_cancelled() {
+    let tap = std::env::temp_dir().join(format!("mcp-tower-gateway-tap-{}", rand_suffix()));
+    let gateway = start_gateway(config_with([(
+        "everything",
+        everything_upstream(Some(&tap)),
+    )]))
+    .await;
+    let (client, mut progress) = connect(&gateway.url).await;
+    let request = ClientRequest::CallToolRequest(Request::new(params(
+        "everything__trigger-long-running-operation",
+        json!({"duration": 60, "steps": 60}),
+    )));
+    let handle = client
+        .send_request_with_option(request, PeerRequestOptions::no_options())
+        .await
+        .unwrap();
+    // Running upstream: its first progress arrived.
+    tokio::time::timeout(HANG, progress.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    handle
+        .cancel(Some("the user pressed stop".into()))
+        .await
+        .unwrap();
+
+    eventually("the upstream got notifications/cancelled", || {
+        std::fs::read_to_string(&tap)
+            .map(|sent| sent.contains("notifications/cancelled"))
+            .unwrap_or(false)
+    })
+    .await;
+    let handle = gateway.app.gateway.pool_handle();
+    eventually("nothing in flight at the pool", || {
+        handle.stats().key("everything").unwrap().in_flight == 0
+    })
+    .await;
+    // No more progress for the cancelled call reaches the client.
+    while progress.try_recv().is_ok() {}
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        progress.try_recv().is_err(),
+        "progress after the cancellation"
+    );
+    // The session still serves.
+    call(&client, "everything__echo", json!({"message": "after"}))
+        .await
+        .unwrap();
+    drop(client);
+    gateway.app.shutdown().await;
+    std::fs::remove_file(tap).ok();
+}
