@@ -1,0 +1,57 @@
+//! The conformance server: the fixtures of the official MCP conformance suite, served on
+//! streamable HTTP through the full `McpStack` (or bare, to compare).
+//!
+//! ```text
+//! conformance --http 127.0.0.1:0            # through every layer of the stack
+//! conformance --http 127.0.0.1:0 --bare     # the handler alone, no layer
+//! conformance --http 127.0.0.1:0 --config stack.toml
+//! ```
+//!
+//! It prints `listening on http://ADDR/mcp` on stderr once bound. `.ci/conformance.sh`
+//! runs the suite against both modes and compares the results.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Parser;
+use mcp_tower::{McpStack, StackConfig};
+use mcp_tower_examples::{conformance::Conformance, serve};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "conformance",
+    about = "The MCP conformance suite's server fixtures, behind mcp-tower"
+)]
+struct Args {
+    /// Serve streamable HTTP on this address (MCP at /mcp).
+    #[arg(long, value_name = "ADDR")]
+    http: SocketAddr,
+    /// Serve the handler without any layer (the baseline the layered run is compared to).
+    #[arg(long, conflicts_with = "config")]
+    bare: bool,
+    /// A TOML file with the stack's configuration (see StackConfig).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Log level on stderr (error, warn, info, debug, trace).
+    #[arg(long, default_value = "warn")]
+    log: tracing::Level,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(args.log)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+
+    let handler = Conformance::new()?;
+    let shutdown = serve::shutdown_on_signal();
+    let router = if args.bare {
+        serve::mcp_router(handler, &shutdown)
+    } else {
+        let config = StackConfig::load(args.config.as_deref())?;
+        serve::mcp_router(McpStack::from_config(config)?.serve(handler), &shutdown)
+    };
+    serve::serve_http(router, args.http, shutdown).await
+}
