@@ -48,6 +48,8 @@ pub(crate) struct Measurement {
     pub(crate) id: String,
     pub(crate) group: String,
     pub(crate) median_ns: f64,
+    /// Criterion's samples, as time per iteration in ns (for the distribution charts).
+    pub(crate) samples_ns: Vec<f64>,
 }
 
 struct Workspace {
@@ -81,31 +83,114 @@ fn workspace() -> anyhow::Result<Workspace> {
     })
 }
 
+/// The `[[bench]]` targets of the benches package, in file order.
+fn bench_targets(root: &Path) -> anyhow::Result<Vec<String>> {
+    let path = root.join("benches/Cargo.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let manifest: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let names = manifest
+        .get("bench")
+        .and_then(toml::Value::as_array)
+        .map(|benches| {
+            benches
+                .iter()
+                .filter_map(|b| {
+                    b.get("name")
+                        .and_then(toml::Value::as_str)
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(names)
+}
+
 pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let ws = workspace()?;
     let started = SystemTime::now();
-
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&ws.root)
-        .args(["bench", "--package", "mcp-tower-benches", "--benches", "--"]);
-    if options.quick {
-        cmd.arg("--quick");
+
+    // What to run: every bench target and the end-to-end group, or the one `--only` names
+    // (its first path segment is the bench target: `cache/hit` lives in `benches/cache.rs`).
+    let targets = bench_targets(&ws.root)?;
+    let (targets, with_e2e): (Vec<String>, bool) = match &options.only {
+        None => (targets, true),
+        Some(only) => {
+            let file = only.split('/').next().unwrap_or_default();
+            if file == "e2e" {
+                (Vec::new(), true)
+            } else if targets.iter().any(|t| t == file) {
+                (vec![file.to_owned()], false)
+            } else {
+                bail!(
+                    "no bench group `{only}`: bench targets are {} and e2e",
+                    targets.join(", ")
+                );
+            }
+        }
+    };
+    let steps = targets.len() + usize::from(with_e2e);
+
+    for (i, target) in targets.iter().enumerate() {
+        eprintln!("\n[{}/{steps}] benches/{target}.rs", i + 1);
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(&ws.root).args([
+            "bench",
+            "--quiet",
+            "--package",
+            "mcp-tower-benches",
+            "--bench",
+            target,
+            "--",
+        ]);
+        if options.quick {
+            cmd.args(["--quick", "--warm-up-time", "1"]);
+        }
+        if let Some(only) = &options.only {
+            cmd.arg(format!("^{}", regex_escape(only.trim_end_matches('/'))));
+        }
+        let status = cmd.status().context("running cargo bench")?;
+        if !status.success() {
+            bail!("cargo bench --bench {target} failed ({status})");
+        }
     }
-    if let Some(only) = &options.only {
-        cmd.arg(format!("^{}", regex_escape(only.trim_end_matches('/'))));
-    }
-    let status = cmd.status().context("running cargo bench")?;
-    if !status.success() {
-        bail!("cargo bench failed ({status})");
+
+    let mut runs = Vec::new();
+    if with_e2e {
+        eprintln!(
+            "\n[{steps}/{steps}] end to end: the demo over streamable HTTP, bare and layered"
+        );
+        let status = Command::new(&cargo)
+            .current_dir(&ws.root)
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--package",
+                "mcp-tower-examples",
+                "--bin",
+                "demo",
+            ])
+            .status()
+            .context("building the demo")?;
+        if !status.success() {
+            bail!("building the demo failed ({status})");
+        }
+        runs = crate::e2e::run_all(
+            &ws.target.join("release/demo"),
+            crate::e2e::Bounds::new(options.quick),
+        )?;
     }
 
     let measurements = collect(&ws.target.join("criterion"), started)?;
-    if measurements.is_empty() {
+    if measurements.is_empty() && runs.is_empty() {
         bail!("no benchmark results were written (does --only match a group?)");
     }
     let baselines = baselines(&ws.root.join("benches/baselines.toml"))?;
-    let summary = summarize(&measurements, &baselines);
+    let mut summary = summarize(&measurements, &baselines);
+    summary.extend(e2e_rows(&runs));
 
     let out_dir = ws.target.join("bench");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -115,10 +200,52 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         serde_json::to_string_pretty(&summary)? + "\n",
     )
     .with_context(|| format!("writing {}", summary_path.display()))?;
-
     print_table(&summary);
     println!("\nwrote {}", summary_path.display());
+
+    if options.only.is_none() {
+        let machine = crate::report::Machine::detect();
+        crate::report::write(
+            &ws.root.join("docs"),
+            &summary,
+            &measurements,
+            &runs,
+            &machine,
+            options.quick,
+        )?;
+        println!("wrote {}", ws.root.join("docs/performance.md").display());
+    }
     Ok(())
+}
+
+/// Summary rows for the end-to-end runs: the layered server against the bare one.
+fn e2e_rows(runs: &[crate::e2e::Run]) -> Vec<Value> {
+    use crate::e2e::Server;
+    runs.iter()
+        .map(|run| {
+            let bare = (run.server == Server::Layered)
+                .then(|| {
+                    runs.iter().find(|b| {
+                        b.server == Server::Bare
+                            && b.workload == run.workload
+                            && b.concurrency == run.concurrency
+                    })
+                })
+                .flatten();
+            let p50_ns = run.quantile_us(0.5) as f64 * 1000.0;
+            json!({
+                "id": run.id(),
+                "median_ns": p50_ns,
+                "baseline": bare.map(crate::e2e::Run::id),
+                "ratio": bare.map(|b| round(p50_ns / (b.quantile_us(0.5) as f64 * 1000.0))),
+                "requests": run.requests,
+                "errors": run.errors,
+                "rps": round(run.rps()),
+                "p95_ns": run.quantile_us(0.95) as f64 * 1000.0,
+                "p99_ns": run.quantile_us(0.99) as f64 * 1000.0,
+            })
+        })
+        .collect()
 }
 
 fn regex_escape(s: &str) -> String {
@@ -175,15 +302,34 @@ fn collect(criterion_dir: &Path, since: SystemTime) -> anyhow::Result<Vec<Measur
             ) else {
                 bail!("unexpected criterion output in {}", path.display());
             };
+            let samples_ns = std::fs::read_to_string(path.with_file_name("sample.json"))
+                .ok()
+                .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                .map(|sample| per_iteration(&sample))
+                .unwrap_or_default();
             found.push(Measurement {
                 id: id.to_owned(),
                 group: group.to_owned(),
                 median_ns: median,
+                samples_ns,
             });
         }
     }
     found.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(found)
+}
+
+/// Criterion's `sample.json` (`iters`, `times`) as time per iteration.
+fn per_iteration(sample: &Value) -> Vec<f64> {
+    let (Some(iters), Some(times)) = (sample["iters"].as_array(), sample["times"].as_array())
+    else {
+        return Vec::new();
+    };
+    iters
+        .iter()
+        .zip(times)
+        .filter_map(|(n, t)| Some(t.as_f64()? / n.as_f64()?.max(1.0)))
+        .collect()
 }
 
 fn baselines(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
@@ -265,6 +411,7 @@ mod tests {
             id: format!("{group}/{function}"),
             group: group.into(),
             median_ns: median,
+            samples_ns: Vec::new(),
         }
     }
 
@@ -291,6 +438,13 @@ mod tests {
         assert_eq!(o.only.as_deref(), Some("cache/hit"));
         assert!(Options::parse(&["--fast".into()]).is_err());
         assert_eq!(regex_escape("a.b/c"), "a\\.b/c");
+    }
+
+    #[test]
+    fn samples_become_time_per_iteration() {
+        let sample = json!({"iters": [10.0, 20.0], "times": [1000.0, 3000.0]});
+        assert_eq!(per_iteration(&sample), vec![100.0, 150.0]);
+        assert!(per_iteration(&json!({})).is_empty());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! demo                               # MCP over stdio (for Claude Desktop, Inspector…)
 //! demo --http 127.0.0.1:8080         # MCP over streamable HTTP at http://127.0.0.1:8080/mcp
 //! demo --config stack.toml           # stack configuration (MCP_TOWER_* env vars also apply)
+//! demo --bare                        # the same handler without any layer (a baseline)
 //! ```
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -11,6 +12,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use mcp_tower::{McpStack, StackConfig};
 use mcp_tower_examples::{demo::Demo, serve};
+use rmcp::ServerHandler;
 
 #[derive(Debug, Parser)]
 #[command(name = "demo", about = "The mcp-tower demo MCP server")]
@@ -24,6 +26,9 @@ struct Args {
     /// The simulated latency of the `weather` tool.
     #[arg(long, value_name = "DURATION", default_value = "150ms", value_parser = humantime_serde::re::humantime::parse_duration)]
     weather_latency: Duration,
+    /// Serve the handler without any mcp-tower layer (the baseline of the end-to-end bench).
+    #[arg(long)]
+    bare: bool,
     /// Log level on stderr (error, warn, info, debug, trace).
     #[arg(long, default_value = "warn")]
     log: tracing::Level,
@@ -39,11 +44,20 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
 
-    let config = StackConfig::load(args.config.as_deref())?;
     let handler = Demo::new().with_weather_latency(args.weather_latency);
+    if args.bare {
+        return serve(handler, args.http).await;
+    }
+    let config = StackConfig::load(args.config.as_deref())?;
     let server = McpStack::from_config(config)?.serve(handler);
+    serve(server, args.http).await
+}
 
-    match args.http {
+async fn serve<S: ServerHandler + Clone>(
+    server: S,
+    http: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    match http {
         None => serve::serve_stdio(server).await,
         Some(addr) => {
             let shutdown = serve::shutdown_on_signal();
