@@ -7,7 +7,12 @@ use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
+use mcp_tower_cache::CacheConfig;
+use mcp_tower_concurrency::ConcurrencyConfig;
 use mcp_tower_core::{KeySecret, KeySecretTooShort, PolicyDefaults, ToolOverride};
+use mcp_tower_dedup::DedupConfig;
+use mcp_tower_metrics::MetricsConfig;
+use mcp_tower_retry::{RetryConfig, TimeoutConfig};
 use serde::{Deserialize, Serialize};
 
 /// The prefix of environment variables that override the configuration.
@@ -33,6 +38,23 @@ pub const ENV_PREFIX: &str = "MCP_TOWER_";
 ///
 /// [tools.append_note]
 /// max_concurrency = 1
+///
+/// [metrics]          # one section per layer; `enabled = false` removes the layer
+/// stats_window = "60s"
+/// [cache]
+/// max_bytes = 67108864
+/// max_entry_bytes = 1048576
+/// [dedup]
+/// enabled = true
+/// [concurrency]
+/// max_in_flight = 64
+/// max_queued = 256
+/// queue_timeout = "5s"
+/// [retry]
+/// max_attempts = 3
+/// base_delay = "100ms"
+/// [timeout]          # the duration itself is per tool: `policy.timeout`, `tools.<name>.timeout`
+/// enabled = true
 /// ```
 ///
 /// ```
@@ -56,6 +78,18 @@ pub struct StackConfig {
     pub policy: PolicyDefaults,
     /// Per-tool overrides, by tool name.
     pub tools: BTreeMap<String, ToolOverride>,
+    /// The metrics layer (outermost) and the `/metrics`, `/health`, `/stats` endpoints.
+    pub metrics: MetricsConfig,
+    /// The tool-result cache.
+    pub cache: CacheConfig,
+    /// Single-flight deduplication of identical concurrent calls.
+    pub dedup: DedupConfig,
+    /// Global and per-tool concurrency limits with bounded queueing.
+    pub concurrency: ConcurrencyConfig,
+    /// Retries of transient failures.
+    pub retry: RetryConfig,
+    /// The per-attempt timeout (its duration is per tool, from the policy).
+    pub timeout: TimeoutConfig,
 }
 
 impl fmt::Debug for StackConfig {
@@ -67,6 +101,12 @@ impl fmt::Debug for StackConfig {
             )
             .field("policy", &self.policy)
             .field("tools", &self.tools)
+            .field("metrics", &self.metrics)
+            .field("cache", &self.cache)
+            .field("dedup", &self.dedup)
+            .field("concurrency", &self.concurrency)
+            .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -164,6 +204,25 @@ impl StackConfig {
                 ));
             }
         }
+        let section = |name: &str, field: &str, reason: String| ConfigError::Invalid {
+            field: format!("{name}.{field}"),
+            reason,
+        };
+        self.metrics
+            .validate()
+            .map_err(|e| section("metrics", e.field, e.reason))?;
+        self.cache
+            .validate()
+            .map_err(|e| section("cache", e.field, e.reason))?;
+        self.concurrency
+            .validate()
+            .map_err(|e| section("concurrency", e.field, e.reason))?;
+        self.retry
+            .validate()
+            .map_err(|e| section("retry", e.field, e.reason))?;
+        self.timeout
+            .validate()
+            .map_err(|e| section("timeout", e.field, e.reason))?;
         Ok(())
     }
 

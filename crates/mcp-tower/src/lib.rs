@@ -52,6 +52,17 @@ pub use config::{ConfigError, ENV_PREFIX, StackConfig};
 pub use layered::LayeredServer;
 pub use stack::{BuiltStack, McpStack, McpStackBuilder, StackFuture, StackHandles, StackService};
 
+/// The tool-result cache ([`mcp_tower_cache`]).
+pub use mcp_tower_cache as cache;
+/// Global and per-tool concurrency limits ([`mcp_tower_concurrency`]).
+pub use mcp_tower_concurrency as concurrency;
+/// Single-flight deduplication ([`mcp_tower_dedup`]).
+pub use mcp_tower_dedup as dedup;
+/// Metrics and the `/metrics`, `/health`, `/stats` endpoints ([`mcp_tower_metrics`]).
+pub use mcp_tower_metrics as metrics;
+/// Retries and per-attempt timeouts ([`mcp_tower_retry`]).
+pub use mcp_tower_retry as retry;
+
 pub use mcp_tower_core::{
     CacheScope, CallKey, CallResolver, CallToolResponse, DefaultPartitioner, Figure, FigureKind,
     HandlerService, KeySecret, LayerReport, Partition, Partitioner, PolicyDefaults, PolicyTable,

@@ -9,14 +9,20 @@ use std::{
     task::{Context, Poll},
 };
 
+use mcp_tower_cache::{CacheHandle, CacheLayer};
+use mcp_tower_concurrency::{ConcurrencyHandle, ConcurrencyLayer};
 use mcp_tower_core::{
-    CallResolver, HandlerService, KeySecret, Partitioner, PolicyTable, ToolCall, ToolOverride,
+    CallResolver, HandlerService, KeySecret, LayerReport, Partitioner, PolicyTable, ToolCall,
+    ToolOverride,
 };
+use mcp_tower_dedup::{DedupHandle, DedupLayer};
+use mcp_tower_metrics::MetricsHandle;
+use mcp_tower_retry::{RetryHandle, RetryLayer, TimeoutLayer};
 use rmcp::{
     ErrorData as McpError, ServerHandler,
     model::{CallToolResponse, Tool},
 };
-use tower::{Service, ServiceExt};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::{ConfigError, LayeredServer, StackConfig};
 
@@ -27,6 +33,123 @@ use crate::{ConfigError, LayeredServer, StackConfig};
 pub struct StackHandles {
     /// The resolver (policy table, partitioner, key secret) every call of the stack uses.
     pub resolver: Option<Arc<CallResolver>>,
+    /// The metrics handle: Prometheus text, `/stats`, `/health` (`metrics.router()`). Present
+    /// even when the metrics layer is off, so `/health` and `/stats` still answer.
+    pub metrics: Option<MetricsHandle>,
+    /// The cache's handle (`stats()`, `invalidate(tool)`…), when the cache is on.
+    pub cache: Option<CacheHandle>,
+    /// The deduplicator's handle, when it is on.
+    pub dedup: Option<DedupHandle>,
+    /// The concurrency limiter's handle (`set_limit`, `in_flight`…), when it is on.
+    pub concurrency: Option<ConcurrencyHandle>,
+    /// The retry layer's handle, when it is on.
+    pub retry: Option<RetryHandle>,
+}
+
+impl StackHandles {
+    /// Every stateful layer's handle as a [`LayerReport`], for an admin endpoint of your own.
+    pub fn reports(&self) -> Vec<Arc<dyn LayerReport>> {
+        let mut reports: Vec<Arc<dyn LayerReport>> = Vec::new();
+        if let Some(h) = &self.cache {
+            reports.push(Arc::new(h.clone()));
+        }
+        if let Some(h) = &self.dedup {
+            reports.push(Arc::new(h.clone()));
+        }
+        if let Some(h) = &self.concurrency {
+            reports.push(Arc::new(h.clone()));
+        }
+        if let Some(h) = &self.retry {
+            reports.push(Arc::new(h.clone()));
+        }
+        reports
+    }
+}
+
+/// The layers of a stack, built (and so validated) once by [`McpStackBuilder::build`].
+struct Layers {
+    metrics: MetricsHandle,
+    metrics_on: bool,
+    cache: Option<CacheLayer>,
+    dedup: Option<DedupLayer>,
+    concurrency: Option<ConcurrencyLayer>,
+    retry: Option<RetryLayer>,
+    timeout: Option<TimeoutLayer>,
+}
+
+impl Layers {
+    fn build(config: &StackConfig) -> Result<Self, ConfigError> {
+        let invalid = |section: &str, field: &str, reason: String| ConfigError::Invalid {
+            field: format!("{section}.{field}"),
+            reason,
+        };
+        let metrics = MetricsHandle::new(config.metrics.clone())
+            .map_err(|e| invalid("metrics", e.field, e.reason))?;
+        let cache = match config.cache.enabled {
+            true => Some(
+                CacheLayer::new(config.cache.clone())
+                    .map_err(|e| invalid("cache", e.field, e.reason))?,
+            ),
+            false => None,
+        };
+        let concurrency = match config.concurrency.enabled {
+            true => Some(
+                ConcurrencyLayer::new(config.concurrency.clone())
+                    .map_err(|e| invalid("concurrency", e.field, e.reason))?,
+            ),
+            false => None,
+        };
+        let retry = match config.retry.enabled {
+            true => Some(
+                RetryLayer::new(config.retry.clone())
+                    .map_err(|e| invalid("retry", e.field, e.reason))?,
+            ),
+            false => None,
+        };
+        let layers = Self {
+            metrics,
+            metrics_on: config.metrics.enabled,
+            cache,
+            dedup: config
+                .dedup
+                .enabled
+                .then(|| DedupLayer::new(config.dedup.clone())),
+            concurrency,
+            retry,
+            timeout: config
+                .timeout
+                .enabled
+                .then(|| TimeoutLayer::new(config.timeout.clone())),
+        };
+        for report in layers.handles(None).reports() {
+            layers.metrics.add_report(report);
+        }
+        Ok(layers)
+    }
+
+    fn handles(&self, resolver: Option<&Arc<CallResolver>>) -> StackHandles {
+        StackHandles {
+            resolver: resolver.cloned(),
+            metrics: Some(self.metrics.clone()),
+            cache: self.cache.as_ref().map(CacheLayer::handle),
+            dedup: self.dedup.as_ref().map(DedupLayer::handle),
+            concurrency: self.concurrency.as_ref().map(ConcurrencyLayer::handle),
+            retry: self.retry.as_ref().map(RetryLayer::handle),
+        }
+    }
+}
+
+impl fmt::Debug for Layers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Layers")
+            .field("metrics", &self.metrics_on)
+            .field("cache", &self.cache.is_some())
+            .field("dedup", &self.dedup.is_some())
+            .field("concurrency", &self.concurrency.is_some())
+            .field("retry", &self.retry.is_some())
+            .field("timeout", &self.timeout.is_some())
+            .finish()
+    }
 }
 
 /// The Tower service `McpStack` builds: every configured layer, in the order of
@@ -139,8 +262,14 @@ impl Service<ToolCall> for StackService {
 /// # let _ = server; Ok(())
 /// # }
 /// ```
-#[derive(Default)]
 pub struct McpStack {
+    settings: Settings,
+    layers: Layers,
+}
+
+/// What a builder collects: the configuration and what code adds to it.
+#[derive(Default)]
+struct Settings {
     config: StackConfig,
     overrides: Vec<(String, ToolOverride)>,
     tools: Vec<Tool>,
@@ -151,6 +280,15 @@ pub struct McpStack {
 impl fmt::Debug for McpStack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("McpStack")
+            .field("settings", &self.settings)
+            .field("layers", &self.layers)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
             .field("config", &self.config)
             .field("overrides", &self.overrides)
             .field(
@@ -163,16 +301,14 @@ impl fmt::Debug for McpStack {
 }
 
 impl McpStack {
-    /// A stack with the default configuration.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// A builder, to set things from code (overrides, tools, partitioner).
     pub fn builder() -> McpStackBuilder {
-        McpStackBuilder {
-            stack: Self::default(),
-        }
+        McpStackBuilder::default()
+    }
+
+    /// A stack with the default configuration (every layer on, default limits).
+    pub fn with_defaults() -> Result<Self, ConfigError> {
+        Self::builder().build()
     }
 
     /// A stack from a configuration (validated here).
@@ -182,25 +318,25 @@ impl McpStack {
 
     /// The configuration.
     pub fn config(&self) -> &StackConfig {
-        &self.config
+        &self.settings.config
     }
 
     /// The policy table from the configuration, the code overrides and the declared tools.
     fn policy_table(&self) -> PolicyTable {
-        let mut table =
-            PolicyTable::new(self.config.policy.clone()).with_overrides(&self.config.tools);
-        for (name, o) in &self.overrides {
+        let mut table = PolicyTable::new(self.settings.config.policy.clone())
+            .with_overrides(&self.settings.config.tools);
+        for (name, o) in &self.settings.overrides {
             table = table.with_override(name.clone(), o.clone());
         }
-        table.with_tools(self.tools.iter().cloned())
+        table.with_tools(self.settings.tools.iter().cloned())
     }
 
     fn resolver(&self, table: PolicyTable) -> Arc<CallResolver> {
         let mut resolver = CallResolver::new(table);
-        if let Some(secret) = self.secret {
+        if let Some(secret) = self.settings.secret {
             resolver = resolver.with_secret(secret);
         }
-        if let Some(partitioner) = &self.partitioner {
+        if let Some(partitioner) = &self.settings.partitioner {
             resolver = resolver.with_shared_partitioner(Arc::clone(partitioner));
         }
         Arc::new(resolver)
@@ -219,11 +355,16 @@ impl McpStack {
             + 'static,
         S::Future: Send + 'static,
     {
-        let handles = StackHandles {
-            resolver: Some(Arc::clone(resolver)),
-        };
-        let service = StackService::new(inner);
-        (service, handles)
+        let layers = &self.layers;
+        let service = ServiceBuilder::new()
+            .option_layer(layers.metrics_on.then(|| layers.metrics.layer()))
+            .option_layer(layers.cache.clone())
+            .option_layer(layers.dedup.clone())
+            .option_layer(layers.concurrency.clone())
+            .option_layer(layers.retry.clone())
+            .option_layer(layers.timeout.clone())
+            .service(inner);
+        (StackService::new(service), layers.handles(Some(resolver)))
     }
 
     /// Wraps `handler`: tool calls go through the stack and then to the handler; every other
@@ -288,55 +429,61 @@ impl BuiltStack {
     }
 }
 
-/// Sets an [`McpStack`] up from code; [`build`](McpStackBuilder::build) validates it.
+/// Sets an [`McpStack`] up from code; [`build`](McpStackBuilder::build) validates it and
+/// builds the layers.
 #[derive(Debug, Default)]
 pub struct McpStackBuilder {
-    stack: McpStack,
+    settings: Settings,
 }
 
 impl McpStackBuilder {
     /// Starts from this configuration (file and env overrides already applied).
     pub fn config(mut self, config: StackConfig) -> Self {
-        self.stack.config = config;
+        self.settings.config = config;
         self
     }
 
     /// Overrides `tool`'s policy (applied after the configuration's overrides).
     pub fn tool_override(mut self, tool: impl Into<String>, o: ToolOverride) -> Self {
-        self.stack.overrides.push((tool.into(), o));
+        self.settings.overrides.push((tool.into(), o));
         self
     }
 
     /// Declares tools (with their annotations) up front, for handlers without `get_tool`.
     pub fn tools(mut self, tools: impl IntoIterator<Item = Tool>) -> Self {
-        self.stack.tools.extend(tools);
+        self.settings.tools.extend(tools);
         self
     }
 
     /// Derives principals with `partitioner` instead of the default.
     pub fn partitioner(mut self, partitioner: impl Partitioner) -> Self {
-        self.stack.partitioner = Some(Arc::new(partitioner));
+        self.settings.partitioner = Some(Arc::new(partitioner));
         self
     }
 
     /// Keys call keys with `secret` (overrides the configuration's `key_secret`).
     pub fn key_secret(mut self, secret: KeySecret) -> Self {
-        self.stack.secret = Some(secret);
+        self.settings.secret = Some(secret);
         self
     }
 
-    /// Validates everything and returns the stack.
+    /// Validates everything and builds the layers.
     pub fn build(mut self) -> Result<McpStack, ConfigError> {
-        self.stack.config.validate()?;
-        if self.stack.secret.is_none() {
-            self.stack.secret = self.stack.config.key_secret()?;
+        let settings = &mut self.settings;
+        settings.config.validate()?;
+        if settings.secret.is_none() {
+            settings.secret = settings.config.key_secret()?;
         }
         let code = StackConfig {
-            tools: self.stack.overrides.iter().cloned().collect(),
+            tools: settings.overrides.iter().cloned().collect(),
             ..StackConfig::default()
         };
         code.validate()?;
-        Ok(self.stack)
+        let layers = Layers::build(&settings.config)?;
+        Ok(McpStack {
+            settings: self.settings,
+            layers,
+        })
     }
 
     /// Builds the stack and wraps `handler` ([`McpStack::serve`]).

@@ -372,7 +372,7 @@ fn marker_of<T: std::fmt::Debug>(result: Result<T, McpError>) -> String {
 #[tokio::test]
 async fn every_method_reaches_the_handler_with_its_context() {
     let recorder = Recorder::default();
-    let layered = McpStack::new().serve(recorder.clone());
+    let layered = McpStack::with_defaults().unwrap().serve(recorder.clone());
 
     // A real session over an in-memory pipe gives us real contexts.
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
@@ -545,7 +545,7 @@ async fn every_method_reaches_the_handler_with_its_context() {
 #[tokio::test]
 async fn tool_lists_feed_the_policy_table() {
     let recorder = Recorder::default();
-    let layered = McpStack::new().serve(recorder.clone());
+    let layered = McpStack::with_defaults().unwrap().serve(recorder.clone());
     let (server_io, client_io) = tokio::io::duplex(64 * 1024);
     tokio::spawn({
         let layered = layered.clone();
