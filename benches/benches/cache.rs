@@ -177,6 +177,29 @@ fn hit(c: &mut Criterion, threads: u64) {
     bench_service!("layer_fresh_call", marked, fresh.clone());
     bench_service!("tower_resilience", theirs, prepared.clone());
     bench_service!("inner_only", inner, prepared.clone());
+
+    // The same hit through the whole McpStack (metrics, cache, dedup, concurrency, retry,
+    // timeout), with a call of the stack's own resolver, prepared the same way.
+    let stack = mcp_tower::McpStack::builder()
+        .tools([
+            Tool::new("weather", "Current weather", object!({"type": "object"}))
+                .with_annotations(ToolAnnotations::new().read_only(true)),
+        ])
+        .tool_override(
+            "weather",
+            ToolOverride::default()
+                .with_cache_ttl(Duration::from_secs(3600))
+                .with_scope(CacheScope::Public),
+        )
+        .build()
+        .expect("valid stack")
+        .service(ReadyService::default());
+    let stack_call = sample_call(&stack.resolver);
+    rt.block_on(stack.service.clone().oneshot(stack_call.clone()))
+        .expect("fill");
+    let stack_service = stack.service.clone();
+    let stack_prepared = move || stack_call.clone();
+    bench_service!("mcp_stack", stack_service, stack_prepared.clone());
     group.finish();
 }
 

@@ -304,8 +304,11 @@ impl GatewayApp {
         tracing::info!(tools = tools.len(), "listed the upstreams' tools");
         let built = McpStack::from_config(config.stack)?.service(service.clone());
         built.resolver.policies().observe_tools(tools.iter());
-        // The stack's handles (and the pool's, `gateway.pool_handle()`) feed the metrics
-        // layer and the admin endpoints once they are wired in (see the gateway binary).
+        // The pool's figures and health join the stack's layers in /metrics, /stats and
+        // /health (503 while a required upstream is down).
+        if let Some(metrics) = &built.handles.metrics {
+            metrics.add_report(Arc::new(service.handle()));
+        }
         let server = built.serve(gateway.clone());
         Ok(Self {
             server,

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use mcp_tower::StackHandles;
 use rmcp::{
     ServerHandler, ServiceExt,
     transport::{
@@ -41,6 +42,16 @@ pub fn mcp_router<S: ServerHandler + Clone>(
         config,
     );
     axum::Router::new().nest_service(MCP_PATH, service)
+}
+
+/// Adds the admin endpoints — `GET /metrics` (Prometheus text), `GET /health` (JSON; 503
+/// when a layer reports itself unhealthy, such as a pool whose required upstream is down) and
+/// `GET /stats` (JSON per tool and per layer) — beside the MCP endpoint, on the same listener.
+pub fn with_admin_endpoints(router: axum::Router, handles: &StackHandles) -> axum::Router {
+    match &handles.metrics {
+        Some(metrics) => router.merge(metrics.router()),
+        None => router,
+    }
 }
 
 /// Binds `addr` and serves `router` until `shutdown` is cancelled. Prints the bound address

@@ -58,9 +58,14 @@ async fn tour(client: &RunningService<RoleClient, ()>) {
 
     let weather = call(client, "weather", json!({"city": "Oslo"})).await;
     assert_ne!(weather.is_error, Some(true));
-    let report = weather.structured_content.unwrap();
+    let report = weather.structured_content.clone().unwrap();
     assert_eq!(report["city"], "Oslo");
     assert!(report["temperature_c"].is_number());
+    // weather is read-only: the same call again is served by the stack's cache, marked so.
+    let again = call(client, "weather", json!({"city": "Oslo"})).await;
+    assert_eq!(again.structured_content, weather.structured_content);
+    let marker = &again.meta.as_ref().expect("a cache hit carries _meta").0["mcp-tower/cache"];
+    assert_eq!(marker["hit"], true, "{marker}");
 
     let fx = call(client, "fx_rate", json!({"from": "EUR", "to": "NOK"})).await;
     let rate = fx.structured_content.unwrap()["rate"].as_f64().unwrap();
@@ -151,6 +156,58 @@ async fn streamable_http() {
     tour(&client).await;
     typed_mistakes(&client).await;
     client.cancel().await.unwrap();
+
+    // The admin endpoints beside /mcp count what the tour did.
+    let base = demo.url.trim_end_matches("/mcp");
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "mcp_tool_calls_total{tool=\"weather\",outcome=\"cache_hit\"} 1",
+        "mcp_tool_calls_total{tool=\"append_note\",outcome=\"ok\"} 2",
+        "mcp_tool_calls_total{tool=\"fx_rate\",outcome=\"tool_error\"} 1",
+        "mcp_tool_calls_total{tool=\"unknown\",outcome=\"error\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in /metrics:\n{metrics}"
+        );
+    }
+    let health = reqwest::get(format!("{base}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let stats: Value = reqwest::get(format!("{base}/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        stats["tools"]["weather"]["outcomes"]["cache_hit"], 1,
+        "{stats}"
+    );
+}
+
+#[tokio::test]
+async fn the_bare_demo_has_no_stack() {
+    let demo = HttpDemo::start(&["--bare"]).await;
+    let transport = StreamableHttpClientTransport::from_uri(demo.url.clone());
+    let client = tokio::time::timeout(HANG, ().serve(transport))
+        .await
+        .unwrap()
+        .unwrap();
+    call(&client, "weather", json!({"city": "Oslo"})).await;
+    let again = call(&client, "weather", json!({"city": "Oslo"})).await;
+    assert!(again.meta.is_none(), "no cache without the stack");
+    client.cancel().await.unwrap();
+    let base = demo.url.trim_end_matches("/mcp");
+    let status = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
 }
 
 /// The raw cases: what only a hand-written JSON-RPC message can send.

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! demo                               # MCP over stdio (for Claude Desktop, Inspector…)
-//! demo --http 127.0.0.1:8080         # MCP over streamable HTTP at http://127.0.0.1:8080/mcp
+//! demo --http 127.0.0.1:8080         # MCP over streamable HTTP at http://127.0.0.1:8080/mcp,
+//!                                    # with /metrics, /health and /stats beside it
 //! demo --config stack.toml           # stack configuration (MCP_TOWER_* env vars also apply)
 //! demo --bare                        # the same handler without any layer (a baseline)
 //! ```
@@ -10,7 +11,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
-use mcp_tower::{McpStack, StackConfig};
+use mcp_tower::{McpStack, StackConfig, StackHandles};
 use mcp_tower_examples::{demo::Demo, serve};
 use rmcp::ServerHandler;
 
@@ -46,22 +47,28 @@ async fn main() -> anyhow::Result<()> {
 
     let handler = Demo::new().with_weather_latency(args.weather_latency);
     if args.bare {
-        return serve(handler, args.http).await;
+        return serve(handler, args.http, None).await;
     }
     let config = StackConfig::load(args.config.as_deref())?;
     let server = McpStack::from_config(config)?.serve(handler);
-    serve(server, args.http).await
+    let handles = server.handles().clone();
+    serve(server, args.http, Some(&handles)).await
 }
 
+/// Serves on stdio, or on HTTP with `/mcp` and (when the stack is there) the admin endpoints.
 async fn serve<S: ServerHandler + Clone>(
     server: S,
     http: Option<SocketAddr>,
+    handles: Option<&StackHandles>,
 ) -> anyhow::Result<()> {
     match http {
         None => serve::serve_stdio(server).await,
         Some(addr) => {
             let shutdown = serve::shutdown_on_signal();
-            let router = serve::mcp_router(server, &shutdown);
+            let mut router = serve::mcp_router(server, &shutdown);
+            if let Some(handles) = handles {
+                router = serve::with_admin_endpoints(router, handles);
+            }
             serve::serve_http(router, addr, shutdown).await
         }
     }

@@ -46,12 +46,11 @@ async fn main() -> anyhow::Result<()> {
     let app = GatewayApp::build(config).await?;
 
     let shutdown = serve::shutdown_on_signal();
-    let router = serve::mcp_router(app.server.clone(), &shutdown);
-    // === Admin endpoints: /metrics, /health, /stats ===
-    // The lead merges the metrics crate's router here, fed with the stack's handles
-    // (`app.server.handles()`) and the pool's (`app.gateway.pool_handle()`, a
-    // `LayerReport`: `mcp_pool_*` figures, and unhealthy while a required upstream is down):
-    //     let router = router.merge(admin_router);
+    // /mcp, and beside it /metrics, /health (503 while a required upstream is down) and /stats.
+    let router = serve::with_admin_endpoints(
+        serve::mcp_router(app.server.clone(), &shutdown),
+        app.server.handles(),
+    );
     let served = serve::serve_http(router, addr, shutdown).await;
 
     // Close every upstream session; child processes are reaped, none is left behind.
