@@ -57,6 +57,17 @@ use tokio::sync::broadcast;
 use fixtures::{DYNAMIC_PROMPT, DYNAMIC_TOOL};
 use input_required::{InputRequiredFlows, Round};
 
+/// Tools that talk to their caller while they run (log messages, progress). They are
+/// read-only, but their notifications are part of what the caller sees, and a cached or
+/// shared answer comes without them (a hit replays the result, not the notifications the
+/// execution sent). The server turns caching and deduplication off for them, as any server
+/// should for such tools.
+pub const NOTIFYING_TOOLS: &[&str] = &[
+    "test_tool_with_logging",
+    "test_logging_tool",
+    "test_tool_with_progress",
+];
+
 /// The delay between the notifications of the logging and progress tools, as the scenarios
 /// describe them.
 const NOTIFICATION_INTERVAL: Duration = Duration::from_millis(50);

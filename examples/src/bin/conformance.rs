@@ -13,8 +13,11 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::Parser;
-use mcp_tower::{McpStack, StackConfig};
-use mcp_tower_examples::{conformance::Conformance, serve};
+use mcp_tower::{McpStack, StackConfig, ToolOverride};
+use mcp_tower_examples::{
+    conformance::{Conformance, NOTIFYING_TOOLS},
+    serve,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,7 +54,18 @@ async fn main() -> anyhow::Result<()> {
         serve::mcp_router(handler, &shutdown)
     } else {
         let config = StackConfig::load(args.config.as_deref())?;
-        serve::mcp_router(McpStack::from_config(config)?.serve(handler), &shutdown)
+        // The per-tool override from code: tools whose notifications the caller must see
+        // are neither cached nor shared (see NOTIFYING_TOOLS).
+        let stack = NOTIFYING_TOOLS
+            .iter()
+            .fold(McpStack::builder().config(config), |stack, tool| {
+                stack.tool_override(
+                    *tool,
+                    ToolOverride::default().with_cache(false).with_dedup(false),
+                )
+            })
+            .build()?;
+        serve::mcp_router(stack.serve(handler), &shutdown)
     };
     serve::serve_http(router, args.http, shutdown).await
 }
