@@ -95,16 +95,18 @@ async fn dedup_followers_take_no_concurrency_permit() {
     // One permit and no queue: any second call that reached the limiter would be rejected.
     let inner = ScriptedService::held();
     let built = stack("[concurrency]\nmax_in_flight = 1\nmax_queued = 0\n", &inner);
-    let calls: Vec<_> = (0..10)
-        .map(|_| {
-            tokio::spawn(
-                built
-                    .service
-                    .clone()
-                    .oneshot(call(&built, "weather", "Oslo")),
-            )
-        })
+    // Each call is polled once here, before any is released, so all ten are inside the stack
+    // (the first running, nine waiting on its flight) when the inner call completes. Spawning
+    // them instead would let a late one arrive after the flight ended but before the cache
+    // insert, and run again: legitimate behaviour, but not what this test is about.
+    let mut calls: Vec<_> = (0..10)
+        .map(|_| Box::pin(built.service.clone().oneshot(call(&built, "weather", "Oslo"))))
         .collect();
+    for c in &mut calls {
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(c.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the inner call is held");
+    }
+    let calls: Vec<_> = calls.into_iter().map(tokio::spawn).collect();
     inner.wait_for_calls(1).await;
     // A different call does reach the limiter, and is refused: the limit is real.
     let refused = built
