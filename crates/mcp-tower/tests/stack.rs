@@ -100,7 +100,14 @@ async fn dedup_followers_take_no_concurrency_permit() {
     // them instead would let a late one arrive after the flight ended but before the cache
     // insert, and run again: legitimate behaviour, but not what this test is about.
     let mut calls: Vec<_> = (0..10)
-        .map(|_| Box::pin(built.service.clone().oneshot(call(&built, "weather", "Oslo"))))
+        .map(|_| {
+            Box::pin(
+                built
+                    .service
+                    .clone()
+                    .oneshot(call(&built, "weather", "Oslo")),
+            )
+        })
         .collect();
     for c in &mut calls {
         let first = std::future::poll_fn(|cx| std::task::Poll::Ready(c.as_mut().poll(cx))).await;
