@@ -108,9 +108,24 @@ start_layered() { start_process server "$SERVER_BIN" --http 127.0.0.1:0; }
 start_gateway() {
   start_process upstream "$SERVER_BIN" --http 127.0.0.1:0 --bare
   cat >"$RUN_DIR/gateway.toml" <<EOF
-# The gateway fronting the bare conformance server (written by .ci/conformance.sh).
+# The gateway fronting the bare conformance server (written by .ci/conformance.sh), exposed
+# without a prefix: a client must not be able to tell the gateway from the server.
 [upstreams.conformance]
 url = "$URL"
+namespace = false
+
+# What the layered conformance server sets in code (NOTIFYING_TOOLS in
+# examples/src/conformance.rs): tools whose log and progress notifications the caller must
+# see are neither cached nor shared. Their annotations cannot tell the gateway.
+[stack.tools.test_tool_with_logging]
+cache = false
+dedup = false
+[stack.tools.test_logging_tool]
+cache = false
+dedup = false
+[stack.tools.test_tool_with_progress]
+cache = false
+dedup = false
 EOF
   start_process gateway "$GATEWAY_BIN" --config "$RUN_DIR/gateway.toml" --http 127.0.0.1:0
 }

@@ -4,23 +4,20 @@
 //!
 //! - [`GatewayConfig`]: `gateway.toml` — `listen`, the `[stack]` (`StackConfig`), the
 //!   `[pool]` (`PoolConfig`) and one `[upstreams.<name>]` section per upstream.
-//! - [`Gateway`]: the aggregating `ServerHandler`: `tools/list` merges the upstreams' tools
-//!   under namespaced names (`everything__echo`) with their annotations kept, so the stack's
-//!   policies (cache, dedup, retry) apply to them; `get_tool` finds one; `get_info` presents
-//!   the gateway.
+//! - [`Gateway`]: the aggregating `ServerHandler`, a transparent proxy for every other
+//!   method: the upstreams' tools and prompts under namespaced names (`everything__echo`) or
+//!   as they are (`namespace = false`), tool annotations kept so the stack's policies
+//!   (cache, dedup, retry) apply; resources, templates, completion, logging and
+//!   subscriptions forwarded to their owner; capabilities the union of the upstreams'. See
+//!   `docs/gateway.md`.
 //! - [`GatewayApp::build`]: the pool of upstream sessions ([`PoolService`]), the stack in
 //!   front of it, and the layered server, ready for any rmcp transport.
 //!
 //! `tools/call` never reaches [`Gateway`]: the layered server sends it through the stack to
-//! the `PoolService`, which forwards it upstream (cancellation and progress included).
+//! the `PoolService`, which forwards it upstream (cancellation, progress, and the upstream's
+//! sampling, elicitation and roots requests relayed to the caller).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::SocketAddr,
-    path::Path,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, sync::Arc};
 
 use anyhow::Context as _;
 use figment::{
@@ -28,17 +25,12 @@ use figment::{
     providers::{Env, Format, Serialized, Toml},
 };
 use mcp_tower::{ENV_PREFIX, LayeredServer, McpStack, StackConfig, StackService};
-use mcp_tower_pool::{PoolConfig, PoolHandle, PoolService, UpstreamConfig};
-use rmcp::{
-    ErrorData, RoleServer, ServerHandler,
-    model::{
-        Implementation, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig,
-        Tool,
-    },
-    service::RequestContext,
-};
+use mcp_tower_pool::{PoolConfig, PoolService, UpstreamConfig};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+
+mod handler;
+
+pub use handler::{Gateway, union_capabilities};
 
 /// The address the gateway listens on when the configuration names none.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -65,6 +57,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// [upstreams.search]
 /// url = "http://127.0.0.1:9000/mcp"
 /// required = false
+/// namespace = false           # its tools and prompts keep their own names
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -76,7 +69,8 @@ pub struct GatewayConfig {
     pub stack: StackConfig,
     /// The pool of upstream sessions.
     pub pool: PoolConfig,
-    /// The upstream MCP servers, by name (their tools are exposed as `<name>__<tool>`).
+    /// The upstream MCP servers, by name (their tools and prompts are exposed as
+    /// `<name>__<tool>`, or as they are with `namespace = false`).
     pub upstreams: BTreeMap<String, UpstreamConfig>,
 }
 
@@ -139,146 +133,6 @@ impl GatewayConfig {
     }
 }
 
-#[derive(Debug, Default)]
-struct Catalog {
-    tools: Arc<Vec<Tool>>,
-    by_name: HashMap<String, Tool>,
-    /// Upstreams whose tools could not be listed last time (listed again next time).
-    missing: Vec<Arc<str>>,
-}
-
-/// The aggregating handler: presents the upstreams' tools as one server's.
-///
-/// Its tool list is built by [`Gateway::refresh_tools`] (at start-up) and rebuilt when it
-/// is stale: an upstream opened a new session or sent `notifications/tools/list_changed`,
-/// or an upstream could not be listed last time.
-#[derive(Clone, Debug)]
-pub struct Gateway {
-    service: PoolService,
-    catalog: Arc<Mutex<Catalog>>,
-    changes: Arc<Mutex<watch::Receiver<u64>>>,
-    list_timeout: Duration,
-}
-
-impl Gateway {
-    /// A gateway for the upstreams of `service`.
-    pub fn new(service: &PoolService) -> Self {
-        let changes = service.pool().connector().tools_changed();
-        Self {
-            list_timeout: service.pool().config().connect_timeout,
-            service: service.clone(),
-            catalog: Arc::new(Mutex::new(Catalog::default())),
-            changes: Arc::new(Mutex::new(changes)),
-        }
-    }
-
-    /// Lists every upstream's tools (in parallel) and rebuilds the catalog: each tool named
-    /// `<upstream>__<tool>` with its annotations, schemas and metadata kept. An upstream
-    /// that cannot be reached is left out (and tried again by the next `tools/list`).
-    pub async fn refresh_tools(&self) -> Arc<Vec<Tool>> {
-        // Changes seen from here on make the new catalog stale again.
-        let _seen = *lock(&self.changes).borrow_and_update();
-        let pool = self.service.pool();
-        let router = self.service.router();
-        let upstreams = pool.connector().upstreams();
-        let listings = futures_util::future::join_all(upstreams.iter().map(|name| async move {
-            let listed = tokio::time::timeout(self.list_timeout, async {
-                let session = pool.get(name).await?;
-                let tools = session.peer().list_all_tools().await?;
-                anyhow::Ok(tools)
-            })
-            .await;
-            match listed {
-                Ok(Ok(tools)) => Ok(tools),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err(format!("no answer within {:?}", self.list_timeout)),
-            }
-        }))
-        .await;
-        let mut catalog = Catalog::default();
-        let mut tools = Vec::new();
-        for (name, listing) in upstreams.iter().zip(listings) {
-            match listing {
-                Ok(upstream_tools) => {
-                    for tool in upstream_tools {
-                        let Some(exposed) = router.exposed_name(name, &tool.name) else {
-                            continue;
-                        };
-                        let mut tool = tool;
-                        tool.name = exposed.into();
-                        tools.push(tool);
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(upstream = %name, %error, "could not list the upstream's tools");
-                    catalog.missing.push(Arc::clone(name));
-                }
-            }
-        }
-        tools.sort_by(|a, b| a.name.cmp(&b.name));
-        catalog.by_name = tools
-            .iter()
-            .map(|t| (t.name.to_string(), t.clone()))
-            .collect();
-        catalog.tools = Arc::new(tools);
-        let tools = Arc::clone(&catalog.tools);
-        *lock(&self.catalog) = catalog;
-        tools
-    }
-
-    /// The current catalog (without refreshing it).
-    pub fn tools(&self) -> Arc<Vec<Tool>> {
-        Arc::clone(&lock(&self.catalog).tools)
-    }
-
-    /// The pool's handle (for `/stats` and `/health`).
-    pub fn pool_handle(&self) -> PoolHandle {
-        self.service.handle()
-    }
-
-    fn is_stale(&self) -> bool {
-        let changed = lock(&self.changes).has_changed().unwrap_or(false);
-        changed || !lock(&self.catalog).missing.is_empty()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl ServerHandler for Gateway {
-    fn get_info(&self) -> ServerConfig {
-        let upstreams = self.service.pool().connector().upstreams();
-        let names: Vec<&str> = upstreams.iter().map(|u| u.as_ref()).collect();
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(
-                "mcp-tower-gateway",
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(format!(
-                "A gateway to the MCP servers {}: their tools are named `<server>__<tool>`.",
-                names.join(", ")
-            ))
-    }
-
-    async fn list_tools(
-        &self,
-        _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
-    ) -> Result<ListToolsResult, ErrorData> {
-        let tools = if self.is_stale() {
-            self.refresh_tools().await
-        } else {
-            self.tools()
-        };
-        Ok(ListToolsResult::with_all_items(Vec::clone(&tools)))
-    }
-
-    fn get_tool(&self, name: &str) -> Option<Tool> {
-        lock(&self.catalog).by_name.get(name).cloned()
-    }
-}
-
 /// A gateway ready to serve: the layered server (stack + pool + aggregating handler) and
 /// the pieces behind it.
 #[derive(Debug, Clone)]
@@ -290,6 +144,8 @@ pub struct GatewayApp {
     /// The innermost service and its pool (shut it down on exit: child processes are
     /// reaped).
     pub service: PoolService,
+    /// The task relaying upstream notifications to downstream sessions.
+    relay: tokio::task::AbortHandle,
 }
 
 impl GatewayApp {
@@ -310,16 +166,19 @@ impl GatewayApp {
             metrics.add_report(Arc::new(service.handle()));
         }
         let server = built.serve(gateway.clone());
+        let relay = tokio::spawn(gateway.clone().relay_notifications()).abort_handle();
         Ok(Self {
             server,
             gateway,
             service,
+            relay,
         })
     }
 
     /// Shuts the pool down: calls in flight get the pool's `drain_timeout`, then every
     /// upstream session is closed (child processes reaped).
     pub async fn shutdown(&self) {
+        self.relay.abort();
         self.service.pool().shutdown().await;
     }
 }
@@ -334,6 +193,28 @@ mod tests {
             GatewayConfig::from_toml_str(include_str!("../gateway.toml")).expect("gateway.toml");
         assert!(config.upstreams.contains_key("everything"));
         assert!(config.upstreams.contains_key("demo"));
+    }
+
+    #[test]
+    #[allow(deprecated)] // logging: deprecated by SEP-2577, still a capability to forward
+    fn capabilities_are_the_union_of_the_upstreams() {
+        use rmcp::model::ServerCapabilities;
+        let tools = ServerCapabilities::builder().enable_tools().build();
+        let prompts = ServerCapabilities::builder()
+            .enable_prompts()
+            .enable_prompts_list_changed()
+            .enable_logging()
+            .build();
+        let merged = union_capabilities([&tools, &prompts]);
+        assert!(merged.tools.is_some() && merged.prompts.is_some() && merged.logging.is_some());
+        assert_eq!(
+            merged.prompts.and_then(|p| p.list_changed),
+            Some(true),
+            "a sub-capability one upstream declares is kept"
+        );
+        assert!(merged.resources.is_none(), "nothing no upstream declares");
+        assert!(merged.completions.is_none());
+        assert_eq!(union_capabilities([]), ServerCapabilities::default());
     }
 
     #[test]
@@ -353,6 +234,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.listen().port(), 9999);
-        assert_eq!(ok.stack.policy.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(
+            ok.stack.policy.timeout,
+            Some(std::time::Duration::from_secs(5))
+        );
     }
 }

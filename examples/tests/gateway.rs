@@ -8,7 +8,7 @@
 //! - With `@modelcontextprotocol/server-everything` (ignored here; `.ci/gateway.sh`
 //!   installs it and runs them): its tools listed and called, progress of a long-running
 //!   tool reaching the client, and a cancelled call cancelled upstream.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, deprecated)]
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -24,19 +24,28 @@ use mcp_tower::{
     error::{ErrorKind, is_transient},
 };
 use mcp_tower_examples::{
+    conformance::Conformance,
     gateway::{GatewayApp, GatewayConfig},
     serve,
 };
 use mcp_tower_pool::{PoolConfig, PoolService, StderrMode, UpstreamConfig};
 use mcp_tower_retry::{BudgetConfig, RetryConfig, RetryLayer, TimeoutLayer};
 use rmcp::{
-    ClientHandler, RoleClient, ServiceExt,
+    ClientHandler, ErrorData, RoleClient, ServiceExt,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest,
-        ProgressNotificationParam, Request, ServerResult,
+        ArgumentInfo, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
+        ClientConfig, ClientRequest, CompleteRequestParams, CreateMessageRequestParams,
+        CreateMessageResult, ElicitRequestParams, ElicitResult, ElicitationAction,
+        GetPromptRequestParams, GetPromptResult, Implementation, LoggingLevel,
+        LoggingMessageNotificationParam, ProgressNotificationParam, ProtocolVersion,
+        ReadResourceRequestParams, Reference, Request, ResourceUpdatedNotificationParam,
+        SamplingMessage, ServerNotification, ServerResult, SetLevelRequestParams,
+        SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequestParams,
     },
-    object,
-    service::{NotificationContext, PeerRequestOptions, RunningService, ServiceError},
+    object, serve_client_with_lifecycle,
+    service::{
+        ClientLifecycleMode, NotificationContext, PeerRequestOptions, RunningService, ServiceError,
+    },
     transport::StreamableHttpClientTransport,
 };
 use serde_json::{Value, json};
@@ -141,7 +150,11 @@ fn params(tool: &str, args: Value) -> CallToolRequestParams {
     CallToolRequestParams::new(tool.to_owned()).with_arguments(args)
 }
 
-async fn call(client: &Client, tool: &str, args: Value) -> Result<CallToolResult, ServiceError> {
+async fn call<H: ClientHandler>(
+    client: &RunningService<RoleClient, H>,
+    tool: &str,
+    args: Value,
+) -> Result<CallToolResult, ServiceError> {
     tokio::time::timeout(HANG, client.call_tool(params(tool, args)))
         .await
         .expect("the call hung")
@@ -682,4 +695,535 @@ async fn server_everything_sees_a_cancelled_call_cancelled() {
     drop(client);
     gateway.app.shutdown().await;
     std::fs::remove_file(tap).ok();
+}
+
+// --- The gateway as a transparent proxy, in front of the conformance server -------------
+//
+// The conformance server (examples/src/conformance.rs) serves every MCP method; it runs
+// in process on 127.0.0.1:0 as a streamable HTTP upstream, and a real rmcp client talks
+// to the gateway.
+
+/// A conformance server served on 127.0.0.1:0; stopped on drop.
+struct Upstream {
+    url: String,
+    stop: CancellationToken,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start_conformance_upstream() -> Upstream {
+    let stop = CancellationToken::new();
+    let router = serve::mcp_router(Conformance::new().unwrap(), &stop);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let shutdown = stop.clone();
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
+            .await
+            .ok();
+    });
+    Upstream {
+        url: format!("http://{addr}{}", serve::MCP_PATH),
+        stop,
+    }
+}
+
+/// What the client heard from the gateway.
+#[derive(Debug, Clone)]
+enum Heard {
+    Log(String),
+    ResourceUpdated(String),
+    ToolListChanged,
+    Sampled,
+    Elicited,
+}
+
+/// A client that answers sampling and elicitation, and records what it hears.
+struct Answering {
+    heard: mpsc::UnboundedSender<Heard>,
+}
+
+impl ClientHandler for Answering {
+    async fn create_message(
+        &self,
+        _params: CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        self.heard.send(Heard::Sampled).ok();
+        Ok(CreateMessageResult::new(
+            SamplingMessage::assistant_text("hello from the client"),
+            "test-model".into(),
+        ))
+    }
+
+    async fn create_elicitation(
+        &self,
+        _params: ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        self.heard.send(Heard::Elicited).ok();
+        Ok(ElicitResult::new(ElicitationAction::Accept)
+            .with_content(json!({ "username": "ada", "email": "ada@example.com" })))
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.heard.send(Heard::Log(params.data.to_string())).ok();
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.heard.send(Heard::ResourceUpdated(params.uri)).ok();
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.heard.send(Heard::ToolListChanged).ok();
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        let capabilities: ClientCapabilities = serde_json::from_value(json!({
+            "sampling": {},
+            "elicitation": { "form": {} },
+        }))
+        .unwrap();
+        ClientConfig::new(capabilities, Implementation::new("gateway-test", "1.0"))
+    }
+}
+
+type AnsweringClient = RunningService<RoleClient, Answering>;
+
+async fn connect_answering(url: &str) -> (AnsweringClient, mpsc::UnboundedReceiver<Heard>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = Answering { heard: tx }
+        .serve(StreamableHttpClientTransport::from_uri(url.to_owned()))
+        .await
+        .unwrap();
+    (client, rx)
+}
+
+/// Waits for the first thing heard that `wanted` accepts (bounded by `HANG`).
+async fn hear(
+    heard: &mut mpsc::UnboundedReceiver<Heard>,
+    wanted: impl Fn(&Heard) -> bool,
+) -> Heard {
+    tokio::time::timeout(HANG, async {
+        loop {
+            let next = heard.recv().await.expect("the client is gone");
+            if wanted(&next) {
+                return next;
+            }
+        }
+    })
+    .await
+    .expect("never heard it")
+}
+
+fn unprefixed(url: &str) -> UpstreamConfig {
+    UpstreamConfig::http(url).with_namespace(false)
+}
+
+fn prompt_text(result: &GetPromptResult) -> String {
+    result.messages[0]
+        .content
+        .as_text()
+        .expect("a text message")
+        .text
+        .clone()
+}
+
+#[tokio::test]
+async fn one_unprefixed_upstream_is_forwarded_method_by_method() {
+    let upstream = start_conformance_upstream().await;
+    let gateway = start_gateway(config_with([("conformance", unprefixed(&upstream.url))])).await;
+    let (direct, _) = connect_answering(&upstream.url).await;
+    let (client, _) = connect_answering(&gateway.url).await;
+
+    // initialize: the upstream's implementation and exactly its capabilities.
+    let info = client.peer_info().unwrap();
+    let upstream_info = direct.peer_info().unwrap();
+    assert_eq!(info.server_info, upstream_info.server_info);
+    assert_eq!(info.capabilities, upstream_info.capabilities);
+    assert_eq!(info.instructions, upstream_info.instructions);
+
+    // tools: the same names, called as they are.
+    let names = |tools: Vec<rmcp::model::Tool>| -> Vec<String> {
+        tools.into_iter().map(|t| t.name.to_string()).collect()
+    };
+    assert_eq!(
+        names(client.list_all_tools().await.unwrap()),
+        names(direct.list_all_tools().await.unwrap())
+    );
+    let result = client
+        .call_tool(params("test_simple_text", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        text(&result),
+        text(
+            &direct
+                .call_tool(params("test_simple_text", json!({})))
+                .await
+                .unwrap()
+        )
+    );
+    let unknown = client.call_tool(params("no_such_tool", json!({}))).await;
+    let direct_unknown = direct.call_tool(params("no_such_tool", json!({}))).await;
+    assert_eq!(
+        format!("{unknown:?}"),
+        format!("{direct_unknown:?}"),
+        "an unknown tool is the upstream's own answer"
+    );
+
+    // prompts: listed and got, arguments passed on.
+    let prompts = client.list_all_prompts().await.unwrap();
+    assert_eq!(
+        prompts.len(),
+        direct.list_all_prompts().await.unwrap().len()
+    );
+    let got = client
+        .get_prompt(
+            GetPromptRequestParams::new("test_prompt_with_arguments")
+                .with_arguments(object!({ "arg1": "alpha", "arg2": "beta" })),
+        )
+        .await
+        .unwrap();
+    assert!(prompt_text(&got).contains("arg1='alpha'"), "{got:?}");
+    assert!(
+        client
+            .get_prompt(GetPromptRequestParams::new("no_such_prompt"))
+            .await
+            .is_err()
+    );
+
+    // resources: listed, read (static and through a template), templates listed.
+    let resources = client.list_all_resources().await.unwrap();
+    assert!(resources.iter().any(|r| r.uri == "test://static-text"));
+    assert_eq!(
+        client.list_all_resource_templates().await.unwrap().len(),
+        direct.list_all_resource_templates().await.unwrap().len()
+    );
+    for uri in [
+        "test://static-text",
+        "test://static-binary",
+        "test://template/123/data",
+    ] {
+        let read = client
+            .read_resource(ReadResourceRequestParams::new(uri))
+            .await
+            .unwrap();
+        let read_directly = direct
+            .read_resource(ReadResourceRequestParams::new(uri))
+            .await
+            .unwrap();
+        assert_eq!(read.contents, read_directly.contents, "{uri}");
+    }
+    let missing = client
+        .read_resource(ReadResourceRequestParams::new("test://nonexistent"))
+        .await
+        .unwrap_err();
+    let missing_directly = direct
+        .read_resource(ReadResourceRequestParams::new("test://nonexistent"))
+        .await
+        .unwrap_err();
+    assert_eq!(format!("{missing:?}"), format!("{missing_directly:?}"));
+
+    // completion, for a prompt argument and a template argument.
+    let completed = client
+        .complete(CompleteRequestParams::new(
+            Reference::for_prompt("test_prompt_with_arguments"),
+            ArgumentInfo::new("arg1", "par"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(completed.completion.values, ["paris", "park", "party"]);
+    let completed = client
+        .complete(CompleteRequestParams::new(
+            Reference::for_resource("test://template/{id}/data"),
+            ArgumentInfo::new("id", "1"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(completed.completion.values, ["1", "123"]);
+
+    // logging/setLevel and ping.
+    client
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
+        .await
+        .unwrap();
+    client
+        .send_request(ClientRequest::PingRequest(Default::default()))
+        .await
+        .unwrap();
+    direct.cancel().await.ok();
+    client.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn namespaced_and_unprefixed_upstreams_side_by_side() {
+    let first = start_conformance_upstream().await;
+    let second = start_conformance_upstream().await;
+    let gateway = start_gateway(config_with([
+        ("ns", UpstreamConfig::http(&first.url)),
+        ("plain", unprefixed(&second.url)),
+    ]))
+    .await;
+    let (client, _) = connect_answering(&gateway.url).await;
+
+    let tools: BTreeSet<String> = client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name.to_string())
+        .collect();
+    assert!(tools.contains("ns__test_simple_text") && tools.contains("test_simple_text"));
+    assert!(!tools.contains("plain__test_simple_text"));
+    for tool in ["ns__test_simple_text", "test_simple_text"] {
+        client.call_tool(params(tool, json!({}))).await.unwrap();
+    }
+    let unknown = client
+        .call_tool(params("other__test_simple_text", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{unknown:?}").contains("unknown tool"),
+        "{unknown:?}"
+    );
+
+    let prompts: BTreeSet<String> = client
+        .list_all_prompts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(prompts.contains("ns__test_simple_prompt") && prompts.contains("test_simple_prompt"));
+    for prompt in ["ns__test_simple_prompt", "test_simple_prompt"] {
+        client
+            .get_prompt(GetPromptRequestParams::new(prompt))
+            .await
+            .unwrap();
+    }
+    let completed = client
+        .complete(CompleteRequestParams::new(
+            Reference::for_prompt("ns__test_prompt_with_arguments"),
+            ArgumentInfo::new("arg2", "test"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        completed.completion.values,
+        ["test", "testing"],
+        "the name is un-namespaced"
+    );
+    assert!(
+        client
+            .get_prompt(GetPromptRequestParams::new("nobody__test_simple_prompt"))
+            .await
+            .is_err(),
+        "an unroutable prompt is refused"
+    );
+    // Both list the same resources: the URI has one owner, and the read succeeds.
+    let resources = client.list_all_resources().await.unwrap();
+    let static_text = resources
+        .iter()
+        .filter(|r| r.uri == "test://static-text")
+        .count();
+    assert_eq!(
+        static_text, 2,
+        "resources are listed as the upstreams list them"
+    );
+    client
+        .read_resource(ReadResourceRequestParams::new("test://static-text"))
+        .await
+        .unwrap();
+    let missing = client
+        .read_resource(ReadResourceRequestParams::new("elsewhere://nothing"))
+        .await
+        .unwrap_err();
+    assert!(format!("{missing:?}").contains("not found"), "{missing:?}");
+    client.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn sampling_elicitation_and_logs_of_a_call_reach_its_client() {
+    let upstream = start_conformance_upstream().await;
+    let gateway = start_gateway(config_with([("conformance", unprefixed(&upstream.url))])).await;
+    let (client, mut heard) = connect_answering(&gateway.url).await;
+
+    let sampled = call(&client, "test_sampling", json!({ "prompt": "hi?" }))
+        .await
+        .unwrap();
+    assert_eq!(text(&sampled), "LLM response: hello from the client");
+    hear(&mut heard, |h| matches!(h, Heard::Sampled)).await;
+
+    let elicited = call(&client, "test_elicitation", json!({ "message": "who?" }))
+        .await
+        .unwrap();
+    assert!(
+        text(&elicited).contains("action=accept"),
+        "{}",
+        text(&elicited)
+    );
+    assert!(
+        text(&elicited).contains("ada@example.com"),
+        "{}",
+        text(&elicited)
+    );
+
+    client
+        .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
+        .await
+        .unwrap();
+    call(&client, "test_tool_with_logging", json!({}))
+        .await
+        .unwrap();
+    let mut logs = Vec::new();
+    while logs.len() < 3 {
+        if let Heard::Log(line) = hear(&mut heard, |h| matches!(h, Heard::Log(_))).await {
+            logs.push(line);
+        }
+    }
+    assert!(logs[0].contains("Tool execution started"), "{logs:?}");
+    client.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn subscribers_hear_resource_updates_and_everyone_hears_list_changes() {
+    let upstream = start_conformance_upstream().await;
+    let gateway = start_gateway(config_with([("conformance", unprefixed(&upstream.url))])).await;
+    let (subscriber, mut subscriber_heard) = connect_answering(&gateway.url).await;
+    let (other, mut other_heard) = connect_answering(&gateway.url).await;
+    subscriber
+        .subscribe(SubscribeRequestParams::new("test://watched-resource"))
+        .await
+        .unwrap();
+    assert!(
+        subscriber
+            .subscribe(SubscribeRequestParams::new("test://nonexistent"))
+            .await
+            .is_err(),
+        "the upstream's refusal is passed on"
+    );
+
+    call(&other, "test_update_watched_resource", json!({}))
+        .await
+        .unwrap();
+    let updated = hear(&mut subscriber_heard, |h| {
+        matches!(h, Heard::ResourceUpdated(_))
+    })
+    .await;
+    assert!(matches!(updated, Heard::ResourceUpdated(uri) if uri == "test://watched-resource"));
+
+    let before = other.list_all_tools().await.unwrap().len();
+    call(&other, "test_trigger_tool_change", json!({}))
+        .await
+        .unwrap();
+    hear(&mut subscriber_heard, |h| {
+        matches!(h, Heard::ToolListChanged)
+    })
+    .await;
+    hear(&mut other_heard, |h| matches!(h, Heard::ToolListChanged)).await;
+    assert_ne!(
+        other.list_all_tools().await.unwrap().len(),
+        before,
+        "the gateway lists the upstream's new tools"
+    );
+    assert!(
+        !std::iter::from_fn(|| other_heard.try_recv().ok())
+            .any(|h| matches!(h, Heard::ResourceUpdated(_))),
+        "a session that did not subscribe hears no update"
+    );
+
+    // Two subscribers share the gateway's one upstream subscription: the first leaving
+    // does not end it for the second.
+    other
+        .subscribe(SubscribeRequestParams::new("test://watched-resource"))
+        .await
+        .unwrap();
+    subscriber
+        .unsubscribe(UnsubscribeRequestParams::new("test://watched-resource"))
+        .await
+        .unwrap();
+    call(&subscriber, "test_update_watched_resource", json!({}))
+        .await
+        .unwrap();
+    let updated = hear(&mut other_heard, |h| matches!(h, Heard::ResourceUpdated(_))).await;
+    assert!(matches!(updated, Heard::ResourceUpdated(uri) if uri == "test://watched-resource"));
+    subscriber.cancel().await.ok();
+    other.cancel().await.ok();
+}
+
+#[tokio::test]
+async fn a_2026_client_is_served_statelessly_through_the_gateway() {
+    let upstream = start_conformance_upstream().await;
+    let gateway = start_gateway(config_with([("conformance", unprefixed(&upstream.url))])).await;
+    let (tx, _heard) = mpsc::unbounded_channel();
+    let client = serve_client_with_lifecycle(
+        Answering { heard: tx },
+        StreamableHttpClientTransport::from_uri(gateway.url.clone()),
+        ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        client.peer_info().unwrap().protocol_version,
+        ProtocolVersion::V_2026_07_28
+    );
+    let result = call(&client, "test_simple_text", json!({})).await.unwrap();
+    assert!(!text(&result).is_empty());
+    // The upstream sees a 2026-07-28 request: sampling is asked for with an
+    // input-required result, which rmcp's client answers and retries (multi-round).
+    let sampled = call(&client, "test_sampling", json!({ "prompt": "hi?" }))
+        .await
+        .unwrap();
+    assert_eq!(text(&sampled), "LLM response: hello from the client");
+    // Session methods are gone in 2026-07-28, exactly as the upstream says.
+    assert!(
+        client
+            .set_level(SetLevelRequestParams::new(LoggingLevel::Debug))
+            .await
+            .is_err()
+    );
+    // subscriptions/listen: the gateway subscribes upstream for the stream's resources.
+    let mut subscription = client
+        .listen(
+            SubscriptionFilter::builder()
+                .resource_subscriptions(["test://watched-resource"])
+                .build(),
+        )
+        .await
+        .unwrap();
+    let (other, _) = connect_answering(&gateway.url).await;
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        call(&other, "test_update_watched_resource", json!({}))
+            .await
+            .unwrap();
+        let next = tokio::time::timeout(Duration::from_millis(500), subscription.next()).await;
+        if let Ok(Ok(Some(ServerNotification::ResourceUpdatedNotification(n)))) = next {
+            assert_eq!(n.params.uri, "test://watched-resource");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the listen stream never heard the update"
+        );
+    }
+    drop(subscription);
+    other.cancel().await.ok();
+    client.cancel().await.ok();
 }

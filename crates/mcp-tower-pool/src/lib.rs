@@ -25,8 +25,11 @@
 //! - [`call_many`]: a batch of calls with bounded parallelism, results in order.
 //! - feature `rmcp`: `McpConnector` (upstream MCP servers over stdio child processes or
 //!   streamable HTTP, configured by `UpstreamConfig`), `UpstreamRouter` (`github__search` →
-//!   upstream `github`, tool `search`) and `PoolService`, which carries cancellation
-//!   upstream and brings upstream progress back to the caller.
+//!   upstream `github`, tool `search`; an upstream may also be left unprefixed, its tools
+//!   then keep their own names) and `PoolService`, which carries cancellation upstream and
+//!   brings upstream progress back to the caller. The connector also relays what an
+//!   upstream asks of the client (sampling, elicitation, roots, logging) to the caller
+//!   that made the request; `docs/gateway.md` lists the limits of that relay.
 //!
 //! # When to use it
 //!

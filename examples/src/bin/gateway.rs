@@ -21,7 +21,7 @@ use mcp_tower_examples::{
     about = "The mcp-tower gateway: many MCP servers behind one, with the mcp-tower stack in front"
 )]
 struct Args {
-    /// The gateway's configuration (TOML: listen, [stack], [pool], [upstreams.<name>]).
+    /// The gateway's configuration (TOML: `listen`, `[stack]`, `[pool]`, `[upstreams.NAME]`).
     #[arg(long, value_name = "PATH")]
     config: PathBuf,
     /// Serve on this address instead of the configuration's `listen`.

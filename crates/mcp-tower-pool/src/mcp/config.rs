@@ -37,6 +37,10 @@ pub enum StderrMode {
 /// url = "https://search.example.com/mcp"
 /// headers = { Authorization = "Bearer <token>" }
 /// required = false                 # the gateway stays healthy without it
+///
+/// [upstreams.main]                 # exposed as is: `search`, not `main__search`
+/// url = "http://127.0.0.1:9000/mcp"
+/// namespace = false
 /// ```
 ///
 /// Values are used as written (no `${VAR}` interpolation). `Debug` output redacts
@@ -69,6 +73,10 @@ pub struct UpstreamConfig {
     /// Whether the gateway reports unhealthy while this upstream cannot be reached.
     /// Default `true`.
     pub required: bool,
+    /// Whether this upstream's tools and prompts are exposed under namespaced names
+    /// (`<upstream>__<name>`, the default `true`) or under their own names (`false`: the
+    /// gateway is then indistinguishable from the upstream for its names).
+    pub namespace: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -83,6 +91,7 @@ impl Default for UpstreamConfig {
             url: None,
             headers: BTreeMap::new(),
             required: true,
+            namespace: true,
         }
     }
 }
@@ -102,6 +111,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("url", &self.url)
             .field("headers", &redacted(&self.headers))
             .field("required", &self.required)
+            .field("namespace", &self.namespace)
             .finish()
     }
 }
@@ -164,6 +174,13 @@ impl UpstreamConfig {
     /// Whether the gateway is unhealthy without this upstream.
     pub fn with_required(mut self, required: bool) -> Self {
         self.required = required;
+        self
+    }
+
+    /// Whether this upstream's names are namespaced (`<upstream>__<name>`, the default)
+    /// or exposed as they are.
+    pub fn with_namespace(mut self, namespace: bool) -> Self {
+        self.namespace = namespace;
         self
     }
 

@@ -1,25 +1,42 @@
 //! [`McpConnector`]: the [`Connector`] of upstream MCP sessions ([`McpSession`]), over stdio
 //! child processes or streamable HTTP.
 
+// Sampling, roots and logging are deprecated by SEP-2577 but still part of the protocol
+// versions the gateway serves: it must relay them.
+#![allow(deprecated)]
+
 use std::{
     collections::{BTreeMap, HashMap},
     fmt,
     process::Stdio,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
     time::Duration,
 };
 
+use futures_util::{StreamExt, stream::FuturesUnordered};
 use process_wrap::tokio::CommandWrap;
 use rmcp::{
     ClientHandler, ErrorData, Peer, RoleClient, RoleServer,
     model::{
         CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam,
-        ClientCapabilities, ClientConfig, ClientRequest, Implementation, PingRequest,
-        ProgressNotificationParam, ProgressToken, RequestId, ServerResult,
+        ClientCapabilities, ClientConfig, ClientRequest, ClientResult, CreateMessageRequest,
+        CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
+        ElicitResult, Implementation, ListPromptsRequest, ListResourceTemplatesRequest,
+        ListResourcesRequest, ListRootsRequest, ListRootsResult, ListToolsRequest,
+        LoggingMessageNotification, LoggingMessageNotificationParam, PaginatedRequestParams,
+        PingRequest, ProgressNotificationParam, ProgressToken, Prompt,
+        PromptListChangedNotification, ProtocolVersion, RequestId, RequestMetaObject, Resource,
+        ResourceListChangedNotification, ResourceTemplate, ResourceUpdatedNotification,
+        ResourceUpdatedNotificationParam, ServerNotification, ServerPeerInfo, ServerRequest,
+        ServerResult, Tool, ToolListChangedNotification,
     },
     serve_client,
     service::{
-        NotificationContext, PeerRequestOptions, RequestContext, RunningService, ServiceError,
+        InboundStreamOrigin, NotificationContext, PeerRequestOptions, RequestContext,
+        RunningService, ServiceError,
     },
     transport::{
         StreamableHttpClientTransport, TokioChildProcess,
@@ -28,18 +45,29 @@ use rmcp::{
 };
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
-    sync::watch,
+    sync::{broadcast, mpsc, watch},
 };
 
 use super::{
     config::{StderrMode, UpstreamConfig, UpstreamKind},
     progress::{ProgressRoute, ProgressRoutes},
+    relay::{Downstream, Relayed, Relays},
 };
 use crate::Connector;
 
 /// How long closing a session may take (the child process gets rmcp's stdio shutdown
 /// sequence: stdin closed, then SIGTERM, then SIGKILL, a few seconds apart).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many upstream notifications [`McpConnector::notifications`] buffers per receiver.
+const NOTIFICATION_CAPACITY: usize = 256;
+
+/// How long an answered request waits at most for its last progress notifications to
+/// reach the caller.
+const PROGRESS_SETTLE_BOUND: Duration = Duration::from_millis(500);
+
+/// The `_meta` key of a request's progress token (set by rmcp for each hop).
+const PROGRESS_TOKEN: &str = "progressToken";
 
 /// The data key rmcp marks "transport closed" errors with.
 const TRANSPORT_CLOSED_MARKER: &str = "io.modelcontextprotocol/transportClosed";
@@ -87,8 +115,8 @@ pub enum UpstreamCallError {
     /// The caller cancelled; `notifications/cancelled` was sent upstream.
     #[error("cancelled by the caller")]
     Cancelled,
-    /// The upstream answered `tools/call` with something else than a tool result.
-    #[error("the upstream answered `tools/call` with an unexpected result")]
+    /// The upstream answered with a result of another kind than the request's.
+    #[error("the upstream answered with an unexpected result")]
     Unexpected,
 }
 
@@ -112,31 +140,109 @@ impl UpstreamCallError {
     }
 }
 
+/// A notification an upstream sent that belongs to no request of the gateway's: a list
+/// or resource changed, or a log message that could not be attributed to one request.
+/// What to do with it (which downstream sessions to tell) is the gateway's business:
+/// see [`McpConnector::notifications`].
+#[derive(Debug, Clone)]
+pub struct UpstreamNotification {
+    /// The upstream's name.
+    pub upstream: Arc<str>,
+    /// The notification, as the upstream sent it.
+    pub notification: ServerNotification,
+}
+
 /// What the upstreams tell the gateway outside of responses.
 #[derive(Debug)]
 struct UpstreamEvents {
-    /// Bumped when an upstream's tool list may have changed (a new session, or
-    /// `notifications/tools/list_changed`).
-    tools_changed: watch::Sender<u64>,
+    /// Bumped when an upstream's lists (tools, prompts, resources) may have changed (a new
+    /// session, or a `notifications/*/list_changed`).
+    lists_changed: watch::Sender<u64>,
+    notifications: broadcast::Sender<UpstreamNotification>,
 }
 
 impl UpstreamEvents {
-    fn tools_changed(&self) {
-        self.tools_changed.send_modify(|n| *n = n.wrapping_add(1));
+    fn lists_changed(&self) {
+        self.lists_changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    fn publish(&self, upstream: &Arc<str>, notification: ServerNotification) {
+        // No receiver (no gateway listening) is not an error.
+        let _ = self.notifications.send(UpstreamNotification {
+            upstream: Arc::clone(upstream),
+            notification,
+        });
     }
 }
 
-/// The rmcp client handler of one upstream session: routes progress to callers and
-/// reports tool list changes.
+/// The rmcp client handler of one upstream session: routes progress, log messages and
+/// server→client requests to the downstream callers, and publishes the rest.
 #[derive(Debug, Clone)]
 struct UpstreamClient {
     upstream: Arc<str>,
     progress: Arc<ProgressRoutes>,
+    relays: Arc<Relays>,
     events: Arc<UpstreamEvents>,
     info: ClientConfig,
 }
 
+impl UpstreamClient {
+    async fn relay(
+        &self,
+        request: ServerRequest,
+        context: &RequestContext<RoleClient>,
+    ) -> Result<ClientResult, ErrorData> {
+        let origin = match context.extensions.get::<InboundStreamOrigin>() {
+            Some(InboundStreamOrigin::OutboundRequest(id)) => Some(id),
+            _ => None,
+        };
+        self.relays.relay(request, origin).await
+    }
+}
+
+fn unexpected_answer(method: &str) -> ErrorData {
+    ErrorData::internal_error(
+        format!("the downstream client answered `{method}` with another kind of result"),
+        None,
+    )
+}
+
 impl ClientHandler for UpstreamClient {
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let request = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
+        match self.relay(request, &context).await? {
+            ClientResult::CreateMessageResult(result) => Ok(*result),
+            _ => Err(unexpected_answer("sampling/createMessage")),
+        }
+    }
+
+    async fn list_roots(
+        &self,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        let request = ServerRequest::ListRootsRequest(ListRootsRequest::default());
+        match self.relay(request, &context).await? {
+            ClientResult::ListRootsResult(result) => Ok(result),
+            _ => Err(unexpected_answer("roots/list")),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let request = ServerRequest::ElicitRequest(ElicitRequest::new(params));
+        match self.relay(request, &context).await? {
+            ClientResult::ElicitResult(result) => Ok(result),
+            _ => Err(unexpected_answer("elicitation/create")),
+        }
+    }
+
     async fn on_progress(
         &self,
         params: ProgressNotificationParam,
@@ -145,9 +251,61 @@ impl ClientHandler for UpstreamClient {
         self.progress.forward(params).await;
     }
 
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        if let Some(params) = self.relays.log(params).await {
+            self.events.publish(
+                &self.upstream,
+                ServerNotification::LoggingMessageNotification(LoggingMessageNotification::new(
+                    params,
+                )),
+            );
+        }
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.events.publish(
+            &self.upstream,
+            ServerNotification::ResourceUpdatedNotification(ResourceUpdatedNotification::new(
+                params,
+            )),
+        );
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.events.lists_changed();
+        self.events.publish(
+            &self.upstream,
+            ServerNotification::ResourceListChangedNotification(
+                ResourceListChangedNotification::default(),
+            ),
+        );
+    }
+
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         tracing::debug!(upstream = %self.upstream, "upstream tool list changed");
-        self.events.tools_changed();
+        self.events.lists_changed();
+        self.events.publish(
+            &self.upstream,
+            ServerNotification::ToolListChangedNotification(ToolListChangedNotification::default()),
+        );
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.events.lists_changed();
+        self.events.publish(
+            &self.upstream,
+            ServerNotification::PromptListChangedNotification(
+                PromptListChangedNotification::default(),
+            ),
+        );
     }
 
     fn get_info(&self) -> ClientConfig {
@@ -162,8 +320,19 @@ pub struct McpSession {
     peer: Peer<RoleClient>,
     running: tokio::sync::Mutex<Option<RunningService<RoleClient, UpstreamClient>>>,
     progress: Arc<ProgressRoutes>,
+    relays: Arc<Relays>,
+    /// How the gateway introduced itself (for its own requests on the 2026-07-28
+    /// lifecycle).
+    info: ClientConfig,
+    /// Whether the upstream answers the gateway's own list requests on the newest
+    /// protocol version (unknown, yes, no).
+    modern_lists: AtomicU8,
     pid: Option<u32>,
 }
+
+const MODERN_UNKNOWN: u8 = 0;
+const MODERN_YES: u8 = 1;
+const MODERN_NO: u8 = 2;
 
 impl fmt::Debug for McpSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -196,24 +365,65 @@ impl McpSession {
         self.peer.is_transport_closed()
     }
 
-    /// Calls a tool on the upstream.
-    ///
-    /// With the `downstream` request context of the caller:
-    /// - progress notifications the upstream sends for this request reach the caller,
-    ///   with the caller's progress token (when it gave one);
-    /// - when the caller's cancellation token fires, `notifications/cancelled` is sent
-    ///   upstream and the call ends with [`UpstreamCallError::Cancelled`].
-    ///
-    /// Dropping the future before the answer also cancels the upstream request.
+    /// What the upstream declared at the handshake: protocol version, capabilities,
+    /// implementation, instructions.
+    pub fn server_info(&self) -> Option<Arc<ServerPeerInfo>> {
+        self.peer.peer_info()
+    }
+
+    /// Calls a tool on the upstream ([`request`](Self::request) with `tools/call`).
     pub async fn call_tool(
         &self,
         params: CallToolRequestParams,
         downstream: Option<&RequestContext<RoleServer>>,
     ) -> Result<CallToolResponse, UpstreamCallError> {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        match self.request(request, downstream).await? {
+            ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
+            ServerResult::InputRequiredResult(result) => {
+                Ok(CallToolResponse::InputRequired(result))
+            }
+            ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
+            _ => Err(UpstreamCallError::Unexpected),
+        }
+    }
+
+    /// Sends any request to the upstream on behalf of a downstream request.
+    ///
+    /// With the `downstream` request context of the caller:
+    /// - its `_meta` goes upstream (but its progress token: rmcp sets one per hop), so a
+    ///   2026-07-28 request's protocol version, client info, client capabilities and log
+    ///   level reach the upstream as the client sent them;
+    /// - progress notifications the upstream sends for this request reach the caller,
+    ///   with the caller's progress token (when it gave one);
+    /// - server→client requests the upstream makes while serving it (sampling,
+    ///   elicitation, roots) are sent to the caller from the caller's task (associated
+    ///   with its request) and the answers go back upstream; log messages reach the
+    ///   caller when this is the session's only request in flight;
+    /// - when the caller's cancellation token fires, `notifications/cancelled` is sent
+    ///   upstream and the call ends with [`UpstreamCallError::Cancelled`].
+    ///
+    /// Dropping the future before the answer also cancels the upstream request.
+    pub async fn request(
+        &self,
+        request: ClientRequest,
+        downstream: Option<&RequestContext<RoleServer>>,
+    ) -> Result<ServerResult, UpstreamCallError> {
+        let meta = self.upstream_meta(downstream);
+        self.request_with_meta(request, downstream, meta).await
+    }
+
+    async fn request_with_meta(
+        &self,
+        request: ClientRequest,
+        downstream: Option<&RequestContext<RoleServer>>,
+        meta: RequestMetaObject,
+    ) -> Result<ServerResult, UpstreamCallError> {
+        let mut options = PeerRequestOptions::no_options();
+        options.meta = Some(meta);
         let handle = self
             .peer
-            .send_request_with_option(request, PeerRequestOptions::no_options())
+            .send_request_with_option(request, options)
             .await
             .map_err(UpstreamCallError::from_service)?;
         let route = downstream.and_then(|cx| {
@@ -222,9 +432,20 @@ impl McpSession {
                 token,
             })
         });
+        let handle_token = handle.progress_token.clone();
         let early = self
             .progress
             .register(handle.progress_token.clone(), route.clone());
+        let (relay_tx, mut relayed) = mpsc::channel::<Relayed>(4);
+        if let Some(cx) = downstream {
+            self.relays.register(
+                handle.id.clone(),
+                Downstream {
+                    peer: cx.peer.clone(),
+                    requests: relay_tx,
+                },
+            );
+        }
         let mut guard = InFlightRequest {
             session: self,
             id: Some(handle.id.clone()),
@@ -236,26 +457,192 @@ impl McpSession {
             }
         }
         let response = handle.await_response();
-        let result = match downstream.map(|cx| &cx.ct) {
-            Some(cancelled) => tokio::select! {
-                biased;
-                result = response => result,
-                () = cancelled.cancelled() => {
-                    guard.cancel("cancelled by the downstream client");
-                    return Err(UpstreamCallError::Cancelled);
+        let result = match downstream {
+            Some(cx) => {
+                tokio::pin!(response);
+                // Server→client requests being answered by the caller: sent from this
+                // task, so they are associated with the caller's request.
+                let mut answering = FuturesUnordered::new();
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = cx.ct.cancelled() => {
+                            guard.cancel("cancelled by the downstream client");
+                            return Err(UpstreamCallError::Cancelled);
+                        }
+                        result = &mut response => break result,
+                        Some(Relayed { request, reply }) = relayed.recv() => {
+                            let peer = cx.peer.clone();
+                            answering.push(async move {
+                                let answer = peer
+                                    .send_request(request)
+                                    .await
+                                    .map_err(downstream_error);
+                                let _ = reply.send(answer);
+                            });
+                        }
+                        Some(()) = answering.next(), if !answering.is_empty() => {}
+                    }
                 }
-            },
+            }
             None => response.await,
         };
-        guard.disarm();
-        match result.map_err(UpstreamCallError::from_service)? {
-            ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
-            ServerResult::InputRequiredResult(result) => {
-                Ok(CallToolResponse::InputRequired(result))
-            }
-            ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
-            _ => Err(UpstreamCallError::Unexpected),
+        if route.is_some() {
+            // Progress sent before the answer reaches the caller before the answer.
+            self.progress
+                .settle(&handle_token, PROGRESS_SETTLE_BOUND)
+                .await;
         }
+        guard.disarm();
+        result.map_err(UpstreamCallError::from_service)
+    }
+
+    /// The `_meta` of an upstream request: the downstream request's (but its progress
+    /// token), and always a protocol version — the downstream request's, else the
+    /// session's. rmcp's streamable HTTP client derives the `MCP-Protocol-Version` header
+    /// of a request from its `_meta` version and keeps the last one for requests without
+    /// one, so a request without a version after a 2026-07-28 request would go out under
+    /// the wrong version.
+    fn upstream_meta(&self, downstream: Option<&RequestContext<RoleServer>>) -> RequestMetaObject {
+        let mut meta: RequestMetaObject = match downstream {
+            Some(cx) => cx
+                .meta
+                .0
+                .0
+                .iter()
+                .filter(|(key, _)| key.as_str() != PROGRESS_TOKEN)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            None => RequestMetaObject::default(),
+        };
+        if meta.protocol_version().is_none() {
+            let version = downstream
+                .and_then(|cx| cx.protocol_version())
+                .or_else(|| self.peer.peer_info().map(|i| i.protocol_version.clone()));
+            if let Some(version) = version {
+                meta.set_protocol_version(version);
+            }
+        }
+        meta
+    }
+
+    /// Every page of a list request, concatenated, with `meta`.
+    async fn list_all_with<T>(
+        &self,
+        request: &impl Fn(PaginatedRequestParams) -> ClientRequest,
+        page: &impl Fn(ServerResult) -> Option<(Vec<T>, Option<String>)>,
+        meta: &RequestMetaObject,
+    ) -> Result<Vec<T>, UpstreamCallError> {
+        let mut items = Vec::new();
+        let mut cursor = None;
+        loop {
+            let params = PaginatedRequestParams::default().with_cursor(cursor);
+            let result = self
+                .request_with_meta(request(params), None, meta.clone())
+                .await?;
+            let (more, next) = page(result).ok_or(UpstreamCallError::Unexpected)?;
+            items.extend(more);
+            cursor = next;
+            if cursor.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+
+    /// Every page of a list request, concatenated: on the newest protocol version when the
+    /// upstream speaks it (so that rmcp's HTTP client learns the tools' `x-mcp-header`
+    /// annotations, which 2026-07-28 calls need), else on the session's.
+    async fn list_all<T>(
+        &self,
+        request: impl Fn(PaginatedRequestParams) -> ClientRequest,
+        page: impl Fn(ServerResult) -> Option<(Vec<T>, Option<String>)>,
+    ) -> Result<Vec<T>, UpstreamCallError> {
+        let session_meta = self.upstream_meta(None);
+        let session_is_newest = session_meta.protocol_version() == Some(ProtocolVersion::LATEST);
+        if !session_is_newest && self.modern_lists.load(Ordering::Relaxed) != MODERN_NO {
+            let modern = RequestMetaObject::with_client_context(
+                ProtocolVersion::LATEST,
+                self.info.client_info.clone(),
+                self.info.capabilities.clone(),
+            );
+            match self.list_all_with(&request, &page, &modern).await {
+                Ok(items) => {
+                    self.modern_lists.store(MODERN_YES, Ordering::Relaxed);
+                    return Ok(items);
+                }
+                Err(UpstreamCallError::Upstream(error)) => {
+                    tracing::debug!(upstream = %self.upstream, %error.message, "the upstream does not list on the newest protocol version");
+                    self.modern_lists.store(MODERN_NO, Ordering::Relaxed);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        self.list_all_with(&request, &page, &session_meta).await
+    }
+
+    /// The upstream's tools, every page (`tools/list`).
+    pub async fn list_all_tools(&self) -> Result<Vec<Tool>, UpstreamCallError> {
+        self.list_all(
+            |p| ClientRequest::ListToolsRequest(ListToolsRequest::with_param(p)),
+            |r| match r {
+                ServerResult::ListToolsResult(r) => Some((r.tools, r.next_cursor)),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// The upstream's prompts, every page (`prompts/list`).
+    pub async fn list_all_prompts(&self) -> Result<Vec<Prompt>, UpstreamCallError> {
+        self.list_all(
+            |p| ClientRequest::ListPromptsRequest(ListPromptsRequest::with_param(p)),
+            |r| match r {
+                ServerResult::ListPromptsResult(r) => Some((r.prompts, r.next_cursor)),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// The upstream's resources, every page (`resources/list`).
+    pub async fn list_all_resources(&self) -> Result<Vec<Resource>, UpstreamCallError> {
+        self.list_all(
+            |p| ClientRequest::ListResourcesRequest(ListResourcesRequest::with_param(p)),
+            |r| match r {
+                ServerResult::ListResourcesResult(r) => Some((r.resources, r.next_cursor)),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// The upstream's resource templates, every page (`resources/templates/list`).
+    pub async fn list_all_resource_templates(
+        &self,
+    ) -> Result<Vec<ResourceTemplate>, UpstreamCallError> {
+        self.list_all(
+            |p| {
+                ClientRequest::ListResourceTemplatesRequest(
+                    ListResourceTemplatesRequest::with_param(p),
+                )
+            },
+            |r| match r {
+                ServerResult::ListResourceTemplatesResult(r) => {
+                    Some((r.resource_templates, r.next_cursor))
+                }
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Pings the upstream (with the session's protocol version, see
+    /// [`request`](Self::request)).
+    pub async fn ping(&self) -> Result<(), UpstreamCallError> {
+        self.request(ClientRequest::PingRequest(PingRequest::default()), None)
+            .await
+            .map(drop)
     }
 
     /// Closes the session and waits for it: rmcp's stdio shutdown for a child process
@@ -281,17 +668,21 @@ impl McpSession {
 /// cancels it upstream if it ends without an answer (the caller's future was dropped).
 struct InFlightRequest<'a> {
     session: &'a McpSession,
+    /// `None` once answered (nothing to cancel).
     id: Option<RequestId>,
     token: ProgressToken,
 }
 
 impl InFlightRequest<'_> {
     fn disarm(&mut self) {
-        self.id = None;
+        if let Some(id) = self.id.take() {
+            self.session.relays.unregister(&id);
+        }
     }
 
     fn cancel(&mut self, reason: &'static str) {
         if let Some(id) = self.id.take() {
+            self.session.relays.unregister(&id);
             cancel_upstream(self.session, id, reason);
         }
     }
@@ -301,6 +692,17 @@ impl Drop for InFlightRequest<'_> {
     fn drop(&mut self) {
         self.session.progress.unregister(&self.token);
         self.cancel("the caller went away");
+    }
+}
+
+/// A downstream client's failure to answer a relayed request, as the upstream sees it.
+fn downstream_error(error: ServiceError) -> ErrorData {
+    match error {
+        ServiceError::McpError(error) => error,
+        other => ErrorData::internal_error(
+            format!("the downstream client did not answer: {other}"),
+            None,
+        ),
     }
 }
 
@@ -341,7 +743,7 @@ struct Upstream {
 /// ])?;
 /// let pool = Pool::builder(connector).with_config(PoolConfig::default()).build()?;
 /// let session = pool.get(&"everything".into()).await?;
-/// let tools = session.peer().list_all_tools().await?;
+/// let tools = session.list_all_tools().await?;
 /// # let _ = tools; Ok(())
 /// # }
 /// ```
@@ -380,11 +782,12 @@ impl McpConnector {
         Ok(Self {
             upstreams: map,
             info: ClientConfig::new(
-                ClientCapabilities::default(),
+                relaying_capabilities(),
                 Implementation::new("mcp-tower-gateway", env!("CARGO_PKG_VERSION")),
             ),
             events: Arc::new(UpstreamEvents {
-                tools_changed: watch::channel(0).0,
+                lists_changed: watch::channel(0).0,
+                notifications: broadcast::channel(NOTIFICATION_CAPACITY).0,
             }),
         })
     }
@@ -415,17 +818,27 @@ impl McpConnector {
         self.upstreams.get(name).map(|u| &u.config)
     }
 
-    /// A receiver that changes whenever an upstream's tool list may have changed: a new
-    /// session was opened, or an upstream sent `notifications/tools/list_changed`.
+    /// A receiver that changes whenever an upstream's lists (tools, prompts, resources)
+    /// may have changed: a new session was opened, or an upstream sent a
+    /// `notifications/*/list_changed`.
     pub fn tools_changed(&self) -> watch::Receiver<u64> {
-        self.events.tools_changed.subscribe()
+        self.events.lists_changed.subscribe()
+    }
+
+    /// The upstreams' notifications that belong to no request in flight: list changes,
+    /// resource updates, log messages that could not be attributed to one request (the
+    /// last 256 are kept for a slow receiver).
+    pub fn notifications(&self) -> broadcast::Receiver<UpstreamNotification> {
+        self.events.notifications.subscribe()
     }
 
     async fn open(&self, upstream: &Upstream) -> Result<McpSession, UpstreamError> {
         let progress = Arc::new(ProgressRoutes::default());
+        let relays = Arc::new(Relays::default());
         let client = UpstreamClient {
             upstream: Arc::clone(&upstream.name),
             progress: Arc::clone(&progress),
+            relays: Arc::clone(&relays),
             events: Arc::clone(&self.events),
             info: self.info.clone(),
         };
@@ -447,15 +860,31 @@ impl McpConnector {
                 )
             }
         };
-        self.events.tools_changed();
+        self.events.lists_changed();
         Ok(McpSession {
             upstream: Arc::clone(&upstream.name),
             peer: running.peer().clone(),
             running: tokio::sync::Mutex::new(Some(running)),
             progress,
+            relays,
+            info: self.info.clone(),
+            modern_lists: AtomicU8::new(MODERN_UNKNOWN),
             pid,
         })
     }
+}
+
+/// What the gateway declares to upstreams: everything it can relay to its own clients
+/// (sampling, form and URL elicitation, roots). A downstream client that lacks one answers
+/// the relayed request with its own error. Requests on the 2026-07-28 lifecycle carry the
+/// downstream client's own capabilities instead.
+fn relaying_capabilities() -> ClientCapabilities {
+    let declared = serde_json::json!({
+        "roots": { "listChanged": true },
+        "sampling": {},
+        "elicitation": { "form": {}, "url": {} },
+    });
+    serde_json::from_value(declared).unwrap_or_default()
 }
 
 fn spawn_child(upstream: &Upstream) -> Result<(TokioChildProcess, Option<u32>), UpstreamError> {
@@ -530,10 +959,8 @@ impl Connector for McpConnector {
 
     async fn ping(&self, session: &McpSession) -> Result<(), UpstreamError> {
         session
-            .peer
-            .send_request(ClientRequest::PingRequest(PingRequest::default()))
+            .ping()
             .await
-            .map(drop)
             .map_err(|e| UpstreamError::Ping(e.to_string()))
     }
 

@@ -5,11 +5,14 @@ mod config;
 mod connector;
 mod future;
 mod progress;
+mod relay;
 mod router;
 mod service;
 
 pub use config::{NAMESPACE_SEPARATOR, StderrMode, UpstreamConfig, UpstreamKind};
-pub use connector::{McpConnector, McpSession, UpstreamCallError, UpstreamError};
+pub use connector::{
+    McpConnector, McpSession, UpstreamCallError, UpstreamError, UpstreamNotification,
+};
 pub use future::PoolFuture;
 pub use router::UpstreamRouter;
 pub use service::{PoolService, PoolServiceError};

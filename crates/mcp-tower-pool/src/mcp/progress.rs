@@ -11,6 +11,8 @@ use std::{
     sync::Mutex,
 };
 
+use tokio::sync::Notify;
+
 use rmcp::{
     Peer, RoleServer,
     model::{ProgressNotificationParam, ProgressToken},
@@ -20,6 +22,29 @@ use crate::pool::lock;
 
 /// Notifications held for tokens not (yet) registered, per session.
 const EARLY_CAPACITY: usize = 32;
+
+/// How many times a finished request yields to let dispatched notifications run.
+const SETTLE_YIELDS: usize = 4;
+
+/// One notification being delivered (see [`ProgressRoutes::settle`]).
+struct Delivering<'a> {
+    routes: &'a ProgressRoutes,
+    token: ProgressToken,
+}
+
+impl Drop for Delivering<'_> {
+    fn drop(&mut self) {
+        let mut table = lock(&self.routes.table);
+        if let Some(count) = table.delivering.get_mut(&self.token) {
+            *count -= 1;
+            if *count == 0 {
+                table.delivering.remove(&self.token);
+            }
+        }
+        drop(table);
+        self.routes.delivered.notify_waiters();
+    }
+}
 
 /// Where one upstream request's progress goes: the downstream peer, with the token the
 /// downstream caller chose.
@@ -44,12 +69,15 @@ struct Table {
     /// `None`: the request is ours, but its caller asked for no progress.
     routes: HashMap<ProgressToken, Option<ProgressRoute>>,
     early: VecDeque<ProgressNotificationParam>,
+    /// Notifications being delivered to their caller, by token.
+    delivering: HashMap<ProgressToken, usize>,
 }
 
 /// A session's progress routes.
 #[derive(Debug, Default)]
 pub(crate) struct ProgressRoutes {
     table: Mutex<Table>,
+    delivered: Notify,
 }
 
 impl ProgressRoutes {
@@ -82,10 +110,16 @@ impl ProgressRoutes {
     /// Delivers an upstream notification to its caller, or holds it until its route is
     /// registered.
     pub(crate) async fn forward(&self, params: ProgressNotificationParam) {
+        let token = params.progress_token.clone();
         let route = {
             let mut table = lock(&self.table);
-            match table.routes.get(&params.progress_token) {
-                Some(route) => route.clone(),
+            match table.routes.get(&token) {
+                Some(Some(route)) => {
+                    let route = route.clone();
+                    *table.delivering.entry(token.clone()).or_insert(0) += 1;
+                    route
+                }
+                Some(None) => return,
                 None => {
                     if table.early.len() == EARLY_CAPACITY {
                         table.early.pop_front();
@@ -95,9 +129,36 @@ impl ProgressRoutes {
                 }
             }
         };
-        if let Some(route) = route {
-            route.deliver(params).await;
+        // Counted until delivered, even if this future is dropped half-way.
+        let _delivering = Delivering {
+            routes: self,
+            token,
+        };
+        route.deliver(params).await;
+    }
+
+    /// Waits (at most `bound`) until the notifications of `token` that rmcp dispatched
+    /// before the request's answer have reached the caller.
+    ///
+    /// rmcp hands each notification to a task of its own and the answer straight to the
+    /// request, so the last progress notifications can still be on their way when the
+    /// answer arrives; answering the caller first would lose them (a client ignores
+    /// progress after the answer). Yielding lets the dispatched tasks run; those already
+    /// delivering are waited for.
+    pub(crate) async fn settle(&self, token: &ProgressToken, bound: std::time::Duration) {
+        for _ in 0..SETTLE_YIELDS {
+            tokio::task::yield_now().await;
         }
+        let _ = tokio::time::timeout(bound, async {
+            loop {
+                let delivered = self.delivered.notified();
+                if !lock(&self.table).delivering.contains_key(token) {
+                    return;
+                }
+                delivered.await;
+            }
+        })
+        .await;
     }
 
     #[cfg(test)]

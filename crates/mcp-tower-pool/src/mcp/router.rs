@@ -1,19 +1,28 @@
-//! [`UpstreamRouter`]: which upstream serves a tool, and under which name.
+//! [`UpstreamRouter`]: which upstream serves a tool (or prompt), and under which name.
 
 use std::{collections::HashMap, sync::Arc};
 
+use arc_swap::ArcSwap;
+
 use super::config::NAMESPACE_SEPARATOR;
 
-/// Maps the tool names a gateway exposes to (upstream, tool on that upstream).
+/// Maps the tool (and prompt) names a gateway exposes to (upstream, name on that
+/// upstream).
 ///
-/// Two ways, combined:
-/// - **namespaced** names `upstream__tool` (the default): `github__search` is tool `search`
-///   of upstream `github`. Upstream names never contain `__`, so the first `__` splits.
-/// - a **table** of explicit routes ([`with_route`](Self::with_route)), looked up first:
-///   expose `search` as `github`'s `search_code`, say.
+/// Three ways, combined, looked up in this order:
+/// - a **table** of explicit routes ([`with_route`](Self::with_route)): expose `search`
+///   as `github`'s `search_code`, say;
+/// - **namespaced** names `upstream__tool` (the default for every upstream):
+///   `github__search` is tool `search` of upstream `github`. Upstream names never contain
+///   `__`, so the first `__` splits;
+/// - **unprefixed** upstreams ([`with_unprefixed`](Self::with_unprefixed)), whose names
+///   are exposed as they are: a name learned from their lists
+///   ([`learn_unprefixed`](Self::learn_unprefixed)) goes to the upstream that listed it;
+///   with a single unprefixed upstream, every other name goes to it too (so it answers
+///   for names it did not list, exactly as it would without the gateway).
 ///
 /// Routing allocates nothing: it returns the upstream's shared name and a slice of the
-/// tool name.
+/// name. Clones share the learned names.
 ///
 /// ```
 /// use mcp_tower_pool::UpstreamRouter;
@@ -26,12 +35,20 @@ use super::config::NAMESPACE_SEPARATOR;
 /// assert_eq!((upstream.as_ref(), tool), ("github", "search_code"));
 /// assert!(router.route("gitlab__search").is_none(), "unknown upstream");
 /// assert_eq!(router.namespaced_name("files", "read"), "files__read");
+///
+/// // One upstream exposed without a prefix: the gateway is transparent for its names.
+/// let router = UpstreamRouter::table().with_unprefixed("main");
+/// let (upstream, tool) = router.route("echo").unwrap();
+/// assert_eq!((upstream.as_ref(), tool), ("main", "echo"));
+/// assert_eq!(router.exposed_name("main", "echo").as_deref(), Some("echo"));
 /// ```
 #[derive(Debug, Clone)]
 pub struct UpstreamRouter {
     upstreams: HashMap<Arc<str>, Arc<str>>,
     table: HashMap<String, (Arc<str>, String)>,
     namespaced: bool,
+    unprefixed: Vec<Arc<str>>,
+    learned: Arc<ArcSwap<HashMap<String, Arc<str>>>>,
 }
 
 impl UpstreamRouter {
@@ -48,16 +65,21 @@ impl UpstreamRouter {
             upstreams,
             table: HashMap::new(),
             namespaced: true,
+            unprefixed: Vec::new(),
+            learned: Arc::default(),
         }
     }
 
     /// Routes only the table's names (no namespaced names); add routes with
-    /// [`with_route`](Self::with_route).
+    /// [`with_route`](Self::with_route) and unprefixed upstreams with
+    /// [`with_unprefixed`](Self::with_unprefixed).
     pub fn table() -> Self {
         Self {
             upstreams: HashMap::new(),
             table: HashMap::new(),
             namespaced: false,
+            unprefixed: Vec::new(),
+            learned: Arc::default(),
         }
     }
 
@@ -79,20 +101,65 @@ impl UpstreamRouter {
         self
     }
 
+    /// Exposes `upstream`'s names as they are, without a prefix (it is then no longer
+    /// routed by `upstream__` names).
+    pub fn with_unprefixed(mut self, upstream: impl Into<Arc<str>>) -> Self {
+        let upstream: Arc<str> = upstream.into();
+        self.upstreams.remove(&upstream);
+        if !self.unprefixed.contains(&upstream) {
+            self.unprefixed.push(upstream);
+            self.unprefixed.sort_unstable();
+        }
+        self
+    }
+
+    /// The upstreams whose names are exposed without a prefix, sorted.
+    pub fn unprefixed(&self) -> &[Arc<str>] {
+        &self.unprefixed
+    }
+
+    /// Whether `upstream` is exposed without a prefix.
+    pub fn is_unprefixed(&self, upstream: &str) -> bool {
+        self.unprefixed.iter().any(|u| u.as_ref() == upstream)
+    }
+
+    /// Replaces the names learned from the unprefixed upstreams' lists: (name, upstream).
+    /// A name listed by several upstreams goes to the first one given (the caller decides
+    /// and reports the conflict); names of other upstreams are ignored.
+    pub fn learn_unprefixed<'a>(&self, names: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut learned = HashMap::new();
+        for (name, upstream) in names {
+            if let Some(upstream) = self.unprefixed.iter().find(|u| u.as_ref() == upstream) {
+                learned
+                    .entry(name.to_owned())
+                    .or_insert_with(|| Arc::clone(upstream));
+            }
+        }
+        self.learned.store(Arc::new(learned));
+    }
+
     /// The upstream and upstream tool name of `tool`, or `None` if no upstream serves it.
-    pub fn route<'a>(&'a self, tool: &'a str) -> Option<(&'a Arc<str>, &'a str)> {
+    pub fn route<'a>(&'a self, tool: &'a str) -> Option<(Arc<str>, &'a str)> {
         if let Some((upstream, upstream_tool)) = self.table.get(tool) {
-            return Some((upstream, upstream_tool));
+            return Some((Arc::clone(upstream), upstream_tool));
         }
-        if !self.namespaced {
+        if self.namespaced
+            && let Some((prefix, rest)) = tool.split_once(NAMESPACE_SEPARATOR)
+            && !rest.is_empty()
+            && let Some(upstream) = self.upstreams.get(prefix)
+        {
+            return Some((Arc::clone(upstream), rest));
+        }
+        if self.unprefixed.is_empty() {
             return None;
         }
-        let (prefix, rest) = tool.split_once(NAMESPACE_SEPARATOR)?;
-        if rest.is_empty() {
-            return None;
+        if let Some(upstream) = self.learned.load().get(tool) {
+            return Some((Arc::clone(upstream), tool));
         }
-        let upstream = self.upstreams.get(prefix)?;
-        Some((upstream, rest))
+        match self.unprefixed.as_slice() {
+            [only] => Some((Arc::clone(only), tool)),
+            _ => None,
+        }
     }
 
     /// The name a gateway exposes `upstream`'s `tool` under, when namespaced.
@@ -112,8 +179,9 @@ impl UpstreamRouter {
         })
     }
 
-    /// The exposed name of `upstream`'s `tool`: its table name if it has one, else its
-    /// namespaced name (if namespacing is on).
+    /// The exposed name of `upstream`'s `tool`: its table name if it has one, else the
+    /// name itself for an unprefixed upstream, else its namespaced name (if namespacing
+    /// is on).
     pub fn exposed_name(&self, upstream: &str, tool: &str) -> Option<String> {
         if let Some((name, _, _)) = self
             .routes()
@@ -121,7 +189,10 @@ impl UpstreamRouter {
         {
             return Some(name.to_owned());
         }
-        self.namespaced
+        if self.is_unprefixed(upstream) {
+            return Some(tool.to_owned());
+        }
+        (self.namespaced && self.upstreams.contains_key(upstream))
             .then(|| self.namespaced_name(upstream, tool))
     }
 }
@@ -133,19 +204,13 @@ mod tests {
     #[test]
     fn namespaced_names_split_at_the_first_separator() {
         let r = UpstreamRouter::namespaced(["a", "b-2"]);
+        assert_eq!(r.route("a__x"), Some(("a".into(), "x")));
         assert_eq!(
-            r.route("a__x").map(|(u, t)| (u.as_ref(), t)),
-            Some(("a", "x"))
-        );
-        assert_eq!(
-            r.route("a__x__y").map(|(u, t)| (u.as_ref(), t)),
-            Some(("a", "x__y")),
+            r.route("a__x__y"),
+            Some(("a".into(), "x__y")),
             "tools may contain the separator"
         );
-        assert_eq!(
-            r.route("b-2__t").map(|(u, t)| (u.as_ref(), t)),
-            Some(("b-2", "t"))
-        );
+        assert_eq!(r.route("b-2__t"), Some(("b-2".into(), "t")));
         for unroutable in ["a", "a__", "__x", "c__x", "", "ax"] {
             assert!(r.route(unroutable).is_none(), "{unroutable}");
         }
@@ -159,8 +224,38 @@ mod tests {
         assert_eq!(r.exposed_name("a", "other").as_deref(), Some("a__other"));
 
         let t = UpstreamRouter::table().with_route("search", "github", "search_code");
-        assert_eq!(t.route("search").map(|(u, _)| u.as_ref()), Some("github"));
+        assert_eq!(t.route("search").map(|(u, _)| u), Some("github".into()));
         assert!(t.route("github__search_code").is_none());
         assert_eq!(t.exposed_name("github", "other"), None);
+    }
+
+    #[test]
+    fn unprefixed_upstreams_route_learned_names_and_a_single_one_takes_the_rest() {
+        let r = UpstreamRouter::namespaced(["a", "b", "c"])
+            .with_unprefixed("b")
+            .with_unprefixed("c");
+        assert_eq!(r.unprefixed().len(), 2);
+        assert!(
+            r.route("b__x").is_none(),
+            "unprefixed upstreams lose their prefix"
+        );
+        assert_eq!(r.route("a__x").map(|(u, _)| u), Some("a".into()));
+        assert!(
+            r.route("x").is_none(),
+            "two unprefixed upstreams: only learned names"
+        );
+        r.learn_unprefixed([("x", "b"), ("x", "c"), ("y", "c"), ("z", "a")]);
+        assert_eq!(r.clone().route("x"), Some(("b".into(), "x")), "first wins");
+        assert_eq!(r.route("y").map(|(u, _)| u), Some("c".into()));
+        assert!(
+            r.route("z").is_none(),
+            "a namespaced upstream's names are not learned"
+        );
+        assert_eq!(r.exposed_name("b", "x").as_deref(), Some("x"));
+        assert_eq!(r.exposed_name("a", "x").as_deref(), Some("a__x"));
+        assert_eq!(r.exposed_name("d", "x"), None, "unknown upstream");
+
+        let single = UpstreamRouter::table().with_unprefixed("only");
+        assert_eq!(single.route("anything"), Some(("only".into(), "anything")));
     }
 }

@@ -60,7 +60,12 @@ struct Shared {
 ///   upstream request is cancelled with `notifications/cancelled`. The call then ends with
 ///   the core `Cancelled` error.
 /// - **Progress comes back**: the upstream's progress notifications for the request reach
-///   the caller through its own peer, with the caller's progress token.
+///   the caller through its own peer, with the caller's progress token, before the answer.
+/// - **Server→client requests are relayed**: sampling, elicitation and `roots/list`
+///   requests the upstream makes while serving the call are sent to the caller's client
+///   from the caller's task (so they are associated with its request) and the answers go
+///   back upstream; log messages reach the caller when the call is the session's only
+///   request in flight ([`McpSession::request`](super::McpSession::request)).
 /// - A dead upstream is the core's transient `UpstreamUnavailable` error, never a hang: a
 ///   closed session fails its requests at once and is replaced by the next call, and
 ///   connects are bounded by `connect_timeout`. An upstream's own JSON-RPC error is passed
@@ -110,7 +115,8 @@ impl PoolService {
 
     /// A service for the `[upstreams.*]` sections of a configuration: a pool with `pool`'s
     /// settings in which every enabled upstream is declared (its `min` sessions open at
-    /// once; required if the section says so), and a namespaced router.
+    /// once; required if the section says so), and a router that namespaces every
+    /// upstream except those whose section says `namespace = false`.
     ///
     /// Must be called inside a Tokio runtime (the pool starts its maintenance task).
     pub fn from_config(
@@ -128,10 +134,13 @@ impl PoolService {
                 builder.with_key(Arc::clone(name))
             };
         }
-        Ok(Self::new(
-            builder.build()?,
-            UpstreamRouter::namespaced(names),
-        ))
+        let mut router = UpstreamRouter::namespaced(names.iter().cloned());
+        for name in &names {
+            if upstreams.get(name.as_ref()).is_some_and(|u| !u.namespace) {
+                router = router.with_unprefixed(Arc::clone(name));
+            }
+        }
+        Ok(Self::new(builder.build()?, router))
     }
 
     /// The pool of upstream sessions.
@@ -179,7 +188,6 @@ impl Service<ToolCall> for PoolService {
                 None,
             ));
         };
-        let upstream = Arc::clone(upstream);
         let params = upstream_params(&call, tool);
         let shared = Arc::clone(&self.shared);
         PoolFuture::forwarding(Box::pin(async move {
