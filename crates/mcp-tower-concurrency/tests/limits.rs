@@ -348,7 +348,7 @@ async fn without_a_queue_a_busy_limit_rejects_at_once_with_a_hint() {
         assert_eq!(d["transient"], false);
         assert_eq!(
             err.message,
-            "tool `search` is busy: 1 calls in flight; retry in 250 ms"
+            "tool `search` is busy: 1 call in flight; retry in 250 ms"
         );
         let stats = handle.stats(Scope::Tool("search")).unwrap();
         assert_eq!((stats.busy, stats.waited, stats.queued_peak), (1, 0, 0));

@@ -194,6 +194,15 @@ pub struct Busy {
     pub retry_after: Duration,
 }
 
+/// "1 call in flight", "8 calls in flight".
+fn calls_in_flight(n: usize) -> String {
+    if n == 1 {
+        "1 call in flight".to_owned()
+    } else {
+        format!("{n} calls in flight")
+    }
+}
+
 impl From<Busy> for ErrorData {
     fn from(e: Busy) -> Self {
         let scope = match &e.tool {
@@ -201,9 +210,9 @@ impl From<Busy> for ErrorData {
             None => "the server is busy".to_owned(),
         };
         let why = match e.reason {
-            BusyReason::LimitReached => format!("{} calls in flight", e.in_flight),
+            BusyReason::LimitReached => calls_in_flight(e.in_flight),
             BusyReason::QueueFull => {
-                format!("{} calls in flight and {} queued", e.in_flight, e.queued)
+                format!("{} and {} queued", calls_in_flight(e.in_flight), e.queued)
             }
         };
         let mut data = data(e.layer, ErrorKind::Busy, e.tool.as_deref(), false);
@@ -525,6 +534,19 @@ mod tests {
         assert_eq!(
             e.message,
             "tool `search` is busy: 8 calls in flight and 64 queued; retry in 250 ms"
+        );
+        let one: ErrorData = Busy {
+            layer: Layer::Concurrency,
+            tool: None,
+            reason: BusyReason::LimitReached,
+            in_flight: 1,
+            queued: 0,
+            retry_after: Duration::from_millis(100),
+        }
+        .into();
+        assert_eq!(
+            one.message,
+            "the server is busy: 1 call in flight; retry in 100 ms"
         );
         let t: ErrorData = TimedOut {
             layer: Layer::Timeout,

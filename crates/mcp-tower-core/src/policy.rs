@@ -350,6 +350,7 @@ impl PolicyTable {
         // Re-derive (keeping any annotations already seen), so overrides may be given
         // before or after the tools.
         self.upsert(&name, None, true);
+        self.look_up_override(&name);
         self
     }
 
@@ -374,12 +375,33 @@ impl PolicyTable {
 
     /// Resolves names the table does not know through `lookup` (typically the handler's
     /// `get_tool`). Found tools are added; names it does not find are not remembered.
+    ///
+    /// Tools named only in an override are looked up here, once, so their annotations
+    /// count from the first call (an override changes the policy the annotations give; it
+    /// does not replace it).
     pub fn with_lookup(
         mut self,
         lookup: impl Fn(&str) -> Option<Tool> + Send + Sync + 'static,
     ) -> Self {
         self.lookup = Some(Arc::new(lookup));
+        let names: Vec<String> = self.overrides.keys().cloned().collect();
+        for name in names {
+            self.look_up_override(&name);
+        }
         self
+    }
+
+    /// Gives an overridden tool whose annotations have not been seen the annotations the
+    /// lookup knows for it.
+    fn look_up_override(&self, name: &str) {
+        if self.state.load().seen.contains_key(name) {
+            return;
+        }
+        if let Some(found) = self.lookup.as_ref().and_then(|lookup| lookup(name))
+            && found.name == name
+        {
+            self.upsert(name, found.annotations.as_ref(), false);
+        }
     }
 
     /// The stack-wide defaults.
@@ -524,6 +546,35 @@ mod tests {
             tool("plain", None),
             tool("open", Some(ToolAnnotations::new().open_world(true))),
         ])
+    }
+
+    #[test]
+    fn an_override_only_tool_keeps_the_annotations_the_lookup_knows() {
+        let lookup = |name: &str| {
+            (name == "fx_rate")
+                .then(|| tool("fx_rate", Some(ToolAnnotations::new().read_only(true))))
+        };
+        let timeout = ToolOverride::default().with_timeout(Duration::from_millis(10));
+        // Override before the lookup (StackConfig then `serve`) and after it.
+        let before = PolicyTable::new(PolicyDefaults::default())
+            .with_override("fx_rate", timeout.clone())
+            .with_override("absent", timeout.clone())
+            .with_lookup(lookup);
+        let after = PolicyTable::new(PolicyDefaults::default())
+            .with_lookup(lookup)
+            .with_override("fx_rate", timeout.clone());
+        for table in [before, after] {
+            let fx = table.resolve("fx_rate");
+            assert!(fx.retry && fx.dedup && fx.cacheable(), "{fx:?}");
+            assert_eq!(fx.timeout, Some(Duration::from_millis(10)));
+        }
+        // A name the lookup does not know keeps the conservative base plus its override.
+        let table = PolicyTable::new(PolicyDefaults::default())
+            .with_override("absent", timeout)
+            .with_lookup(lookup);
+        let absent = table.resolve("absent");
+        assert!(!absent.retry && !absent.cacheable());
+        assert_eq!(absent.timeout, Some(Duration::from_millis(10)));
     }
 
     #[test]
