@@ -61,9 +61,15 @@ if [ "$(id -u)" = 0 ]; then
   mkdir -p /run/sshd   # sshd's privilege-separation directory
 fi
 USER_HOME=$(getent passwd "$SSH_USER" | cut -d: -f6)
-# The keys the user may log in with; sshd reads the file as that user.
-cat "$WORK/id_ed25519.pub" "$WORK/id_rsa.pub" >"$WORK/authorized_keys"
-chmod 644 "$WORK/authorized_keys"
+# The keys the user may log in with. sshd reads the file as that user, so as root it goes in
+# the user's home: the checkout may sit under a directory only root can enter (mktemp -d).
+if [ "$(id -u)" = 0 ]; then
+  AUTHORIZED_KEYS="$USER_HOME/.mcp-tower-ci-authorized_keys"
+else
+  AUTHORIZED_KEYS="$WORK/authorized_keys"
+fi
+cat "$WORK/id_ed25519.pub" "$WORK/id_rsa.pub" >"$AUTHORIZED_KEYS"
+chmod 644 "$AUTHORIZED_KEYS"
 # The client key files are read by the tests (this user); keep them private.
 chmod 600 "$WORK/id_ed25519" "$WORK/id_rsa"
 
@@ -72,7 +78,7 @@ Port $PORT
 ListenAddress 127.0.0.1
 HostKey $WORK/host_ed25519
 PidFile $WORK/sshd.pid
-AuthorizedKeysFile $WORK/authorized_keys
+AuthorizedKeysFile $AUTHORIZED_KEYS
 StrictModes no
 AllowUsers $SSH_USER
 PermitRootLogin no

@@ -181,7 +181,7 @@ impl StackConfig {
         if self.policy.timeout.is_some_and(|t| t.is_zero()) {
             return Err(invalid(
                 "policy.timeout",
-                "must be greater than zero (omit it for none)",
+                "must be greater than zero (set `[timeout] enabled = false` for none)",
             ));
         }
         for (name, o) in &self.tools {
