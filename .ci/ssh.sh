@@ -63,8 +63,12 @@ fi
 USER_HOME=$(getent passwd "$SSH_USER" | cut -d: -f6)
 # The keys the user may log in with. sshd reads the file as that user, so as root it goes in
 # the user's home: the checkout may sit under a directory only root can enter (mktemp -d).
+# One file per checkout: two checkouts on one machine must not replace each other's keys.
 if [ "$(id -u)" = 0 ]; then
-  AUTHORIZED_KEYS="$USER_HOME/.mcp-tower-ci-authorized_keys"
+  KEYS_DIR="$USER_HOME/.mcp-tower-ci/$(printf '%s' "$WORK" | sha256sum | cut -c1-16)"
+  mkdir -p "$KEYS_DIR"
+  chmod 755 "$USER_HOME/.mcp-tower-ci" "$KEYS_DIR"
+  AUTHORIZED_KEYS="$KEYS_DIR/authorized_keys"
 else
   AUTHORIZED_KEYS="$WORK/authorized_keys"
 fi
