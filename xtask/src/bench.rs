@@ -168,8 +168,8 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         ]);
         if options.quick {
             // Criterion's quick mode has no warm-up; it doubles the iterations until the
-            // estimate is within 5 %, or until the measurement time (capped here) runs out.
-            cmd.args(["--quick", "--measurement-time", "2"]);
+            // estimate is within 5 %, or until the measurement time (capped here at 1 s) runs out.
+            cmd.args(["--quick", "--measurement-time", "1"]);
         }
         if let Some(only) = &options.only {
             cmd.arg(format!("^{}", regex_escape(only.trim_end_matches('/'))));
