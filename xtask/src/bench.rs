@@ -135,23 +135,29 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
 
     // Build every selected bench binary in one cargo invocation first: on a fresh target
     // directory their code generation then runs in parallel instead of one target at a time.
-    if !targets.is_empty() {
-        eprintln!("building the benches (release profile; the first run compiles everything)");
-        let mut cmd = Command::new(&cargo);
-        cmd.current_dir(&ws.root).args([
-            "bench",
-            "--quiet",
-            "--no-run",
-            "--package",
-            "mcp-tower-benches",
-        ]);
-        for target in &targets {
-            cmd.args(["--bench", target]);
-        }
-        let status = cmd.status().context("building the benches")?;
-        if !status.success() {
-            bail!("building the benches failed ({status})");
-        }
+    // The same call builds `e2e_demo`, the end-to-end group's server (Cargo builds a
+    // package's binaries for its benches), with the benches' dependencies: nothing is
+    // compiled twice. `--only e2e` builds the smallest bench for it.
+    eprintln!("building the benches (release profile; the first run compiles everything)");
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&ws.root).args([
+        "bench",
+        "--quiet",
+        "--no-run",
+        "--package",
+        "mcp-tower-benches",
+    ]);
+    let to_build = if targets.is_empty() {
+        vec!["stack".to_owned()]
+    } else {
+        targets.clone()
+    };
+    for target in &to_build {
+        cmd.args(["--bench", target]);
+    }
+    let status = cmd.status().context("building the benches")?;
+    if !status.success() {
+        bail!("building the benches failed ({status})");
     }
 
     for (i, target) in targets.iter().enumerate() {
@@ -185,26 +191,11 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
         eprintln!(
             "\n[{steps}/{steps}] end to end: the demo over streamable HTTP, bare and layered"
         );
-        let status = Command::new(&cargo)
-            .current_dir(&ws.root)
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--package",
-                "mcp-tower-examples",
-                "--bin",
-                "demo",
-            ])
-            .status()
-            .context("building the demo")?;
-        if !status.success() {
-            bail!("building the demo failed ({status})");
+        let demo = ws.target.join("release/e2e_demo");
+        if !demo.is_file() {
+            bail!("{} was not built with the benches", demo.display());
         }
-        runs = crate::e2e::run_all(
-            &ws.target.join("release/demo"),
-            crate::e2e::Bounds::new(options.quick),
-        )?;
+        runs = crate::e2e::run_all(&demo, crate::e2e::Bounds::new(options.quick))?;
     }
 
     let measurements = collect(&ws.target.join("criterion"), started)?;

@@ -201,7 +201,8 @@ fn start_demo(demo: &Path, server: Server) -> anyhow::Result<DemoProcess> {
 }
 
 /// Runs every workload at concurrency 1 and 32 against the bare and the layered demo server
-/// (`demo` is the release binary), reporting progress on stderr.
+/// (`demo`: the `e2e_demo` binary, the demo built with the benches), reporting progress on
+/// stderr.
 pub(crate) fn run_all(demo: &Path, bounds: Bounds) -> anyhow::Result<Vec<Run>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
