@@ -44,6 +44,38 @@ pub fn mcp_router<S: ServerHandler + Clone>(
     axum::Router::new().nest_service(MCP_PATH, service)
 }
 
+/// Serves `router` on 127.0.0.1, at a port the OS picks, in a spawned task until `shutdown`
+/// is cancelled; returns the MCP endpoint's URL. For tests and for embedding a server.
+pub async fn serve_loopback(
+    router: axum::Router,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding 127.0.0.1:0")?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+        {
+            tracing::warn!(error = %e, %addr, "serving on the loopback address failed");
+        }
+    });
+    Ok(format!("http://{addr}{MCP_PATH}"))
+}
+
+/// Logs events at `level` and above to stderr, without colours: on stdio, stdout carries
+/// the MCP messages. Call once, at the start of `main`.
+pub fn log_to_stderr(level: tracing::Level) {
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
 /// Adds the admin endpoints — `GET /metrics` (Prometheus text), `GET /health` (JSON; 503
 /// when a layer reports itself unhealthy, such as a pool whose required upstream is down) and
 /// `GET /stats` (JSON per tool and per layer) — beside the MCP endpoint, on the same listener.

@@ -42,19 +42,7 @@ async fn start(bare: bool) -> (String, CancellationToken) {
         let stack = McpStack::from_config(StackConfig::default()).unwrap();
         serve::mcp_router(stack.serve(handler), &shutdown)
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!(
-        "http://{}{}",
-        listener.local_addr().unwrap(),
-        serve::MCP_PATH
-    );
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .unwrap();
-    });
+    let url = serve::serve_loopback(router, &shutdown).await.unwrap();
     (url, shutdown)
 }
 

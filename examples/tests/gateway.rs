@@ -12,7 +12,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
     sync::Arc,
@@ -101,20 +100,8 @@ async fn start_gateway(config: GatewayConfig) -> RunningGateway {
     let app = GatewayApp::build(config).await.unwrap();
     let stop = CancellationToken::new();
     let router = serve::mcp_router(app.server.clone(), &stop);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let shutdown = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
-            .await
-            .ok();
-    });
-    RunningGateway {
-        app,
-        url: format!("http://{addr}{}", serve::MCP_PATH),
-        stop,
-    }
+    let url = serve::serve_loopback(router, &stop).await.unwrap();
+    RunningGateway { app, url, stop }
 }
 
 /// A client recording the progress notifications it receives.
@@ -718,19 +705,8 @@ impl Drop for Upstream {
 async fn start_conformance_upstream() -> Upstream {
     let stop = CancellationToken::new();
     let router = serve::mcp_router(Conformance::new().unwrap(), &stop);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let shutdown = stop.clone();
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
-            .await
-            .ok();
-    });
-    Upstream {
-        url: format!("http://{addr}{}", serve::MCP_PATH),
-        stop,
-    }
+    let url = serve::serve_loopback(router, &stop).await.unwrap();
+    Upstream { url, stop }
 }
 
 /// What the client heard from the gateway.

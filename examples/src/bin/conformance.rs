@@ -42,11 +42,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_max_level(args.log)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    serve::log_to_stderr(args.log);
 
     let handler = Conformance::new()?;
     let shutdown = serve::shutdown_on_signal();

@@ -35,11 +35,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_max_level(args.log)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    serve::log_to_stderr(args.log);
 
     let config = GatewayConfig::load(&args.config)?;
     let addr = args.http.unwrap_or_else(|| config.listen());

@@ -42,12 +42,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // stdout carries the MCP messages on stdio: logs go to stderr.
-    tracing_subscriber::fmt()
-        .with_max_level(args.log)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    serve::log_to_stderr(args.log);
 
     let ssh = SshPool::new(load_config(&args.hosts)?)?;
     let server = McpStack::from_config(StackConfig::load(args.config.as_deref())?)?
