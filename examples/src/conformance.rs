@@ -141,17 +141,6 @@ fn severity(level: LoggingLevel) -> u8 {
     }
 }
 
-/// The `Mcp-Session-Id` of the HTTP request that carried this message, if any.
-fn session_id(extensions: &rmcp::model::Extensions) -> Option<String> {
-    extensions
-        .get::<http::request::Parts>()?
-        .headers
-        .get("mcp-session-id")?
-        .to_str()
-        .ok()
-        .map(str::to_owned)
-}
-
 /// Whether the request uses the 2026-07-28 stateless lifecycle, where the server may not
 /// send requests to the client and asks through input-required results instead.
 fn is_stateless(cx: &RequestContext<RoleServer>) -> bool {
@@ -229,7 +218,7 @@ impl Conformance {
         peer: &Peer<RoleServer>,
         f: impl FnOnce(&mut LegacySession) -> R,
     ) -> Option<R> {
-        let id = session_id(extensions)?;
+        let id = crate::serve::session_id(extensions)?;
         let mut sessions = lock(&self.state.sessions);
         sessions.retain(|_, s| !s.peer.is_transport_closed());
         let session = sessions.entry(id).or_insert_with(|| LegacySession {

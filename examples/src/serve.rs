@@ -66,6 +66,18 @@ pub async fn serve_loopback(
     Ok(format!("http://{addr}{MCP_PATH}"))
 }
 
+/// The `Mcp-Session-Id` of the streamable HTTP request that carried a message (`None` on
+/// stdio, or before the session has an id).
+pub fn session_id(extensions: &rmcp::model::Extensions) -> Option<String> {
+    extensions
+        .get::<http::request::Parts>()?
+        .headers
+        .get("mcp-session-id")?
+        .to_str()
+        .ok()
+        .map(str::to_owned)
+}
+
 /// Logs events at `level` and above to stderr, without colours: on stdio, stdout carries
 /// the MCP messages. Call once, at the start of `main`.
 pub fn log_to_stderr(level: tracing::Level) {

@@ -124,17 +124,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The `Mcp-Session-Id` of a streamable HTTP request.
-fn session_id(extensions: &rmcp::model::Extensions) -> Option<String> {
-    extensions
-        .get::<http::request::Parts>()?
-        .headers
-        .get("mcp-session-id")?
-        .to_str()
-        .ok()
-        .map(str::to_owned)
-}
-
 /// Merges `from` into `into`: objects key by key, `true` wins over anything.
 fn merge_json(into: &mut Value, from: &Value) {
     match (into, from) {
@@ -365,7 +354,7 @@ impl Gateway {
         peer: &Peer<RoleServer>,
         f: impl FnOnce(&mut DownstreamSession) -> R,
     ) -> Option<R> {
-        let id = session_id(extensions)?;
+        let id = crate::serve::session_id(extensions)?;
         let mut sessions = lock(&self.sessions);
         sessions.retain(|_, s| !s.peer.is_transport_closed());
         let session = sessions.entry(id).or_insert_with(|| DownstreamSession {
