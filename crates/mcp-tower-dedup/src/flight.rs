@@ -1,36 +1,41 @@
 //! The single-flight machinery: the [`FlightTable`] of calls in progress, keyed by
-//! [`CallKey`], and the [`Waiter`] through which each caller polls the [`Flight`] it is part
-//! of.
+//! [`CallKey`]; the [`Lead`] of the caller that started a call; and the [`Flight`] that
+//! followers share.
 //!
-//! A *flight* is one execution of the inner service on behalf of every caller with the same
-//! key that arrives while it runs. The flight, not the caller that started it, owns the inner
-//! future (boxed, so that any of its waiters can poll it):
+//! A call nobody joins costs a table entry and nothing more: its leader holds the inner
+//! future (boxed) and polls it itself, with no lock and no shared state. The [`Flight`] (the
+//! state followers share: who waits, who drives, the outcome) is created by the first
+//! follower, under the table's shard lock, and found by the leader when it finishes.
 //!
 //! - The inner future is polled on a waiter's own task, never spawned: rmcp's task-locals and
 //!   the request task stay where rmcp put them.
-//! - One waiter at a time is the *driver*: the one that polled the inner future last, whose
-//!   waker the inner future holds. Only the driver polls it (unless nobody is driving), so a
-//!   wake-up of the inner future costs one task poll, not one per waiter. When the driver
-//!   leaves, every waiting waiter is woken and the first to run takes over.
-//! - The outcome is published once, under the flight's lock, and the key is then removed from
-//!   the table. A caller that finds a finished flight in the table (between the two steps)
-//!   starts a new one instead of joining: nobody ever gets the answer of an execution that had
-//!   finished before it arrived.
+//! - While the leader is there, it alone polls the inner future (followers wait, their
+//!   wakers registered with the flight). When the leader goes away before the end (cancelled
+//!   or dropped), it hands the future to the flight, and from then on one follower at a time
+//!   is the *driver*: the one that polled it last, whose waker the inner future holds. When
+//!   the driver leaves, every waiting follower is woken and the first to run takes over.
+//! - The leader frees the key, then publishes the outcome to the flight: a caller arriving
+//!   after that starts a new execution, and nobody ever gets the answer of an execution that
+//!   had finished before it arrived. A follower that drives to the end publishes first and
+//!   frees the key after; a caller that finds a finished flight in the table (between the two
+//!   steps) starts a new one instead of joining.
 //! - When the last waiter leaves before the end, the inner future is dropped (the work is
 //!   cancelled), the flight's cancellation token is cancelled and the key is freed.
 //!
-//! Lock order: a table shard, then a flight (only in [`FlightTable::join_or_lead`]). A flight's
-//! lock is never held while taking a shard's, nor while polling or dropping the inner future,
-//! nor while waking waiters.
+//! Lock order: a table shard, then a flight (only when a follower joins). A flight's lock is
+//! never held while taking a shard's, nor while polling or dropping the inner future, nor
+//! while waking waiters. Every table entry carries the number of the flight that made it, so
+//! a finished flight never removes its successor's entry.
 
 use std::{
+    any::Any,
     fmt,
     future::Future,
     mem,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
     sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll, Waker},
@@ -48,8 +53,11 @@ use tokio_util::sync::CancellationToken;
 /// What the inner service returns.
 pub(crate) type Outcome = Result<CallToolResponse, ErrorData>;
 
-/// The inner future, boxed so that it can move between the waiters that poll it.
+/// The inner future, boxed so that it can move from the leader to the flight.
 pub(crate) type InnerFuture = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// A panic's payload, as `catch_unwind` returns it.
+type Payload = Box<dyn Any + Send>;
 
 /// The layer's counters, shared by every service a `DedupLayer` builds and by its handle.
 #[derive(Debug, Default)]
@@ -72,18 +80,44 @@ impl Stats {
         let ended = self.flights_ended.load(Ordering::Relaxed);
         self.flights.load(Ordering::Relaxed).saturating_sub(ended)
     }
+
+    fn count_end(&self, cancelled: bool) {
+        self.flights_ended.fetch_add(1, Ordering::Relaxed);
+        if cancelled {
+            self.flights_cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
-/// The flights in progress of one `Dedup` service (shared by its clones).
+/// The calls in progress of one `Dedup` service (shared by its clones).
 pub(crate) struct FlightTable {
-    flights: DashMap<CallKey, Arc<Flight>, CallKeyBuildHasher>,
+    entries: DashMap<CallKey, Slot, CallKeyBuildHasher>,
     stats: Arc<Stats>,
+    /// A clone of the inner service, kept when the first follower arrives, for the rare
+    /// follower that must run its own call (the flight's response was the leader's alone):
+    /// cloning it once here spares every follower a clone of its own. Type-erased so that
+    /// the table stays independent of the service's type; only `Dedup<S>` sets and reads it,
+    /// always with its own `S`.
+    prototype: OnceLock<Mutex<Box<dyn Any + Send>>>,
+}
+
+/// A key's entry in the table: the call in progress under it.
+struct Slot {
+    /// The flight's number (from the layer's flight counter): unique per table.
+    id: u64,
+    /// The tool's name, for the errors the flight raises.
+    tool: Arc<str>,
+    /// The cancellation token of the call the flight runs (when it has a request context):
+    /// cancelled when the last waiter leaves.
+    token: Option<CancellationToken>,
+    /// The state followers share; created by the first follower.
+    flight: Option<Arc<Flight>>,
 }
 
 impl fmt::Debug for FlightTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FlightTable")
-            .field("keys", &self.flights.len())
+            .field("keys", &self.entries.len())
             .finish_non_exhaustive()
     }
 }
@@ -91,9 +125,9 @@ impl fmt::Debug for FlightTable {
 /// How a call entered a flight.
 pub(crate) enum Joined {
     /// It started the flight: the caller must call the inner service with a call carrying
-    /// `token` (when there is one) and hand the future to [`Flight::start`].
+    /// `token` (when there is one) and hand the future to [`Lead::start`].
     Leader {
-        waiter: Waiter,
+        lead: Lead,
         token: Option<CancellationToken>,
     },
     /// It joined a flight in progress.
@@ -103,8 +137,9 @@ pub(crate) enum Joined {
 impl FlightTable {
     pub(crate) fn new(stats: Arc<Stats>) -> Self {
         Self {
-            flights: DashMap::with_hasher(CallKeyBuildHasher::default()),
+            entries: DashMap::with_hasher(CallKeyBuildHasher::default()),
             stats,
+            prototype: OnceLock::new(),
         }
     }
 
@@ -112,86 +147,242 @@ impl FlightTable {
         &self.stats
     }
 
-    /// Keys with a flight in the table.
+    /// Keys with a call in progress in the table.
     pub(crate) fn len(&self) -> usize {
-        self.flights.len()
+        self.entries.len()
     }
 
-    /// Joins the flight of `call`'s key if one is in progress, else starts one.
+    /// Keeps a clone of `inner` for followers that must run their own call (once).
+    pub(crate) fn keep_prototype<S: Clone + Send + 'static>(&self, inner: &S) {
+        self.prototype
+            .get_or_init(|| Mutex::new(Box::new(inner.clone())));
+    }
+
+    /// A clone of the kept inner service, if there is one of type `S`.
+    fn prototype<S: Clone + 'static>(&self) -> Option<S> {
+        let kept = self.prototype.get()?;
+        let kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.downcast_ref::<S>().cloned()
+    }
+
+    /// Joins the call in progress under `call`'s key, if there is one, else starts one.
     pub(crate) fn join_or_lead(self: &Arc<Self>, call: &ToolCall) -> Joined {
         let key = call.key();
-        let (flight, token, replaced) = match self.flights.entry(key) {
+        let replaced = match self.entries.entry(key) {
             Entry::Occupied(mut occupied) => {
-                if let Some(waiter) = Flight::join(occupied.get()) {
-                    return Joined::Follower(waiter);
+                let slot = occupied.get_mut();
+                match &slot.flight {
+                    None => {
+                        // The first follower: the shared state starts now, with the leader
+                        // (still running the call) and this follower attached.
+                        let flight = Arc::new(Flight::new(key, slot, Arc::clone(self)));
+                        slot.flight = Some(Arc::clone(&flight));
+                        return Joined::Follower(Waiter::new(flight));
+                    }
+                    Some(flight) => {
+                        if let Some(waiter) = Flight::join(flight) {
+                            return Joined::Follower(waiter);
+                        }
+                    }
                 }
                 // The flight under this key has finished (its outcome is being handed out)
                 // or was abandoned, and is about to leave the table: replace it.
-                let (flight, token) = self.new_flight(key, call);
-                let replaced = occupied.insert(Arc::clone(&flight));
-                (flight, token, Some(replaced))
+                let (slot, joined) = self.lead(key, call);
+                (Some(occupied.insert(slot)), joined)
             }
             Entry::Vacant(vacant) => {
-                let (flight, token) = self.new_flight(key, call);
-                vacant.insert(Arc::clone(&flight));
-                (flight, token, None)
+                let (slot, joined) = self.lead(key, call);
+                vacant.insert(slot);
+                (None, joined)
             }
         };
         // Dropped outside the shard lock.
+        let (replaced, joined) = replaced;
         drop(replaced);
-        self.stats.flights.fetch_add(1, Ordering::Relaxed);
-        Joined::Leader {
-            waiter: Waiter {
-                flight,
-                place: Place::leader(),
-            },
-            token,
-        }
+        joined
     }
 
-    fn new_flight(
-        self: &Arc<Self>,
-        key: CallKey,
-        call: &ToolCall,
-    ) -> (Arc<Flight>, Option<CancellationToken>) {
+    /// A new entry for `key` and its leader.
+    fn lead(self: &Arc<Self>, key: CallKey, call: &ToolCall) -> (Slot, Joined) {
+        let id = self.stats.flights.fetch_add(1, Ordering::Relaxed);
         // Only a call with a request context has a token to replace.
         let token = call.context().map(|_| CancellationToken::new());
         let tool = match &call.policy().tool {
             Some((_, name)) => Arc::clone(name),
             None => Arc::from(call.name()),
         };
-        let flight = Arc::new(Flight {
-            key,
+        let slot = Slot {
+            id,
             tool,
             token: token.clone(),
+            flight: None,
+        };
+        let lead = Lead {
             table: Arc::clone(self),
-            state: Mutex::new(FlightState {
-                stage: Stage::Starting,
-                waiters: 1,
-                leader_attached: true,
-                driver: None,
-                wakers: Slab::new(),
-                followers_served: 0,
-                followers_rerun: 0,
-                waiters_cancelled: 0,
-            }),
-        });
-        (flight, token)
+            key,
+            id,
+            future: None,
+            done: false,
+        };
+        (slot, Joined::Leader { lead, token })
     }
 
-    /// Removes `flight` from the table, unless its key already holds a newer flight.
-    fn unregister(&self, flight: &Arc<Flight>) {
-        // Bound to a local so the flight is dropped after the shard lock is released.
-        let removed = self
-            .flights
-            .remove_if(&flight.key, |_, current| Arc::ptr_eq(current, flight));
-        drop(removed);
+    /// Removes flight `id`'s entry, unless its key already holds a newer flight's.
+    fn remove(&self, key: &CallKey, id: u64) -> Option<Slot> {
+        self.entries
+            .remove_if(key, |_, slot| slot.id == id)
+            .map(|(_, slot)| slot)
+    }
+
+    /// The tool's name in flight `id`'s entry (for an error message).
+    fn tool(&self, key: &CallKey, id: u64) -> Option<Arc<str>> {
+        let slot = self.entries.get(key)?;
+        (slot.id == id).then(|| Arc::clone(&slot.tool))
+    }
+
+    fn panicked(&self, tool: &str, payload: Payload) -> ErrorData {
+        self.stats.flights_panicked.fetch_add(1, Ordering::Relaxed);
+        let error = Panicked::from_payload(Layer::Dedup, tool, payload.as_ref());
+        drop_quietly(payload);
+        error.into()
     }
 }
 
-/// One execution of the inner service, shared by the calls waiting for it.
+/// The place of the caller that started a flight: it holds the inner future and polls it
+/// itself until it has the outcome, or until it goes away (then the followers, if any, take
+/// the future over). Dropping it leaves the flight.
+pub(crate) struct Lead {
+    table: Arc<FlightTable>,
+    key: CallKey,
+    id: u64,
+    future: Option<InnerFuture>,
+    /// Whether the leader has had its outcome or has left.
+    done: bool,
+}
+
+impl fmt::Debug for Lead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lead")
+            .field("key", &self.key)
+            .field("flight", &self.id)
+            .field("started", &self.future.is_some())
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl Lead {
+    /// Hands the leader the inner future.
+    pub(crate) fn start(&mut self, inner: InnerFuture) {
+        self.future = Some(inner);
+    }
+
+    /// The leader's call to the inner service panicked: every waiter gets the error.
+    pub(crate) fn fail_to_start(&mut self, payload: Payload) -> Outcome {
+        self.finish(Err(payload))
+    }
+
+    /// Polls the inner future; ready with the leader's outcome.
+    #[inline]
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let Some(inner) = self.future.as_mut() else {
+            // Unreachable: `start` comes first. End the flight rather than hang it.
+            let error =
+                ErrorData::internal_error("dedup: the flight was polled without a call", None);
+            return Poll::Ready(self.finish(Ok(Err(error))));
+        };
+        let outcome = match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(outcome)) => Ok(outcome),
+            Err(payload) => Err(payload),
+        };
+        if let Some(inner) = self.future.take() {
+            drop_quietly(inner);
+        }
+        Poll::Ready(self.finish(outcome))
+    }
+
+    /// Ends the flight with the leader's outcome (or the panic that took its place): frees
+    /// the key, then gives the outcome to the followers, if any. Returns the leader's share.
+    #[inline]
+    fn finish(&mut self, outcome: Result<Outcome, Payload>) -> Outcome {
+        self.done = true;
+        let slot = self.table.remove(&self.key, self.id);
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(payload) => {
+                let tool = slot.as_ref().map_or("?", |slot| &*slot.tool);
+                Err(self.table.panicked(tool, payload))
+            }
+        };
+        match slot.and_then(|slot| slot.flight) {
+            // Nobody joined.
+            None => {
+                self.table.stats.count_end(false);
+                outcome
+            }
+            Some(flight) => flight.finish_by_leader(outcome),
+        }
+    }
+
+    /// The error of a leader whose caller cancelled; leaves the flight.
+    pub(crate) fn cancel(&mut self) -> ErrorData {
+        let tool = self.table.tool(&self.key, self.id);
+        self.leave();
+        Cancelled {
+            layer: Layer::Dedup,
+            tool: tool.as_deref().unwrap_or("?").to_string(),
+        }
+        .into()
+    }
+
+    /// Leaves the flight before its end (the caller cancelled or went away): hands the inner
+    /// future to the followers, or drops it (cancelling the work) if there are none.
+    fn leave(&mut self) {
+        if mem::replace(&mut self.done, true) {
+            return;
+        }
+        let inner = self.future.take();
+        let stats = &self.table.stats;
+        stats.waiters_cancelled.fetch_add(1, Ordering::Relaxed);
+        let next = match self.table.entries.entry(self.key) {
+            Entry::Occupied(occupied) if occupied.get().id == self.id => {
+                match &occupied.get().flight {
+                    Some(flight) => Err(Arc::clone(flight)),
+                    // Nobody joined: the work is nobody's any more.
+                    None => Ok(Some(occupied.remove())),
+                }
+            }
+            // Unreachable: only the leader removes its entry while it is there.
+            _ => Ok(None),
+        };
+        match next {
+            Err(flight) => flight.hand_over(inner),
+            Ok(abandoned) => {
+                if let Some(slot) = &abandoned {
+                    if let Some(token) = &slot.token {
+                        token.cancel();
+                    }
+                    stats.count_end(true);
+                }
+                if let Some(inner) = inner {
+                    drop_quietly(inner);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Lead {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// What followers of one execution share (created by the first follower).
 pub(crate) struct Flight {
     key: CallKey,
+    id: u64,
     /// The tool's name, for the errors the flight raises.
     tool: Arc<str>,
     /// The cancellation token of the call the flight runs (when it has a request context):
@@ -215,13 +406,11 @@ impl fmt::Debug for Flight {
 
 struct FlightState {
     stage: Stage,
-    /// Waiters attached to the flight (the leader included, while it is).
+    /// Waiters attached to the flight: the followers, and the leader while it is there.
     waiters: usize,
-    /// Whether the waiter that started the flight is still attached.
-    leader_attached: bool,
-    /// The slot of the waiter whose waker the inner future holds.
+    /// The slot of the follower whose waker the inner future holds (after the leader left).
     driver: Option<usize>,
-    /// The wakers of the waiters that are waiting, by slot.
+    /// The wakers of the followers that are waiting, by slot.
     wakers: Slab<Waker>,
     // Counted under the lock, added to the layer's stats when the flight is dropped.
     followers_served: u64,
@@ -230,42 +419,41 @@ struct FlightState {
 }
 
 enum Stage {
-    /// The leader is calling the inner service.
-    Starting,
-    /// The inner future, waiting to be polled.
+    /// The leader holds the inner future and polls it.
+    Leading,
+    /// The leader has left: the inner future, waiting for a follower to poll it.
     Idle(InnerFuture),
-    /// A waiter has taken the inner future out and is polling it.
+    /// A follower has taken the inner future out and is polling it.
     Polling,
     /// Finished with an outcome every waiter gets: a result (an `isError` one too) or an
     /// error.
     Shared(Arc<Outcome>),
     /// Finished with a response that belongs to the leader's request alone (`InputRequired`,
-    /// `Task`): the leader takes it (`Some` until then); followers run their own call.
-    /// Boxed: rare, and it keeps every other stage (and so every flight) small.
-    Owned(Option<Box<CallToolResponse>>),
+    /// `Task`): followers run their own call.
+    LeaderOnly,
     /// Every waiter has left.
     Closed,
 }
 
 impl Stage {
     fn is_running(&self) -> bool {
-        matches!(self, Stage::Starting | Stage::Idle(_) | Stage::Polling)
+        matches!(self, Stage::Leading | Stage::Idle(_) | Stage::Polling)
     }
 
     fn name(&self) -> &'static str {
         match self {
-            Stage::Starting => "starting",
+            Stage::Leading => "leading",
             Stage::Idle(_) => "idle",
             Stage::Polling => "polling",
             Stage::Shared(_) => "shared",
-            Stage::Owned(_) => "owned",
+            Stage::LeaderOnly => "leader only",
             Stage::Closed => "closed",
         }
     }
 }
 
 impl FlightState {
-    /// Stores `waker` in the waiter's slot (taking one on first use); returns the slot.
+    /// Stores `waker` in the follower's slot (taking one on first use); returns the slot.
     fn register(&mut self, slot: &mut Option<usize>, waker: &Waker) -> usize {
         if let Some(index) = *slot
             && let Some(current) = self.wakers.get_mut(index)
@@ -275,13 +463,17 @@ impl FlightState {
             }
             return index;
         }
+        if self.wakers.capacity() == 0 {
+            // A flight that has followers usually has a few: skip the first doublings.
+            self.wakers.reserve(4);
+        }
         let index = self.wakers.insert(waker.clone());
         *slot = Some(index);
         index
     }
 
-    /// Takes a waiter off the flight.
-    fn detach(&mut self, slot: &mut Option<usize>, leader: bool) {
+    /// Takes a follower off the flight; the last one out of a finished flight closes it.
+    fn detach(&mut self, slot: &mut Option<usize>) {
         if let Some(index) = slot.take() {
             self.wakers.try_remove(index);
             if self.driver == Some(index) {
@@ -289,24 +481,20 @@ impl FlightState {
             }
         }
         self.waiters -= 1;
-        if leader {
-            self.leader_attached = false;
+        if self.waiters == 0 && !self.stage.is_running() {
+            self.stage = Stage::Closed;
         }
     }
 
-    /// Ends the flight with `outcome`. Returns what nobody may have: the response of a
-    /// leader that is gone.
+    /// Ends the flight with `outcome`. Returns what nobody may have: a response that
+    /// belonged to the leader's request.
     fn set_outcome(&mut self, outcome: Outcome) -> Option<Outcome> {
         self.driver = None;
         if is_shareable(&outcome) {
             self.stage = Stage::Shared(Arc::new(outcome));
             None
-        } else if self.leader_attached {
-            self.stage = Stage::Owned(outcome.ok().map(Box::new));
-            None
         } else {
-            // The response belongs to a request that is gone; followers run their own.
-            self.stage = Stage::Owned(None);
+            self.stage = Stage::LeaderOnly;
             Some(outcome)
         }
     }
@@ -324,6 +512,26 @@ impl FlightState {
                 None
             }
         }
+    }
+
+    /// A follower's share of a finished flight (and takes it off the flight), or `None`
+    /// while the flight runs.
+    fn take_share(&mut self, slot: &mut Option<usize>) -> Option<Share> {
+        let share = match &self.stage {
+            Stage::Leading | Stage::Idle(_) | Stage::Polling => return None,
+            Stage::Shared(outcome) => {
+                self.followers_served += 1;
+                Share::Shared(Arc::clone(outcome))
+            }
+            Stage::LeaderOnly => {
+                self.followers_rerun += 1;
+                Share::RunOwnCall
+            }
+            // Unreachable while attached; never leave a caller hanging.
+            Stage::Closed => Share::Closed,
+        };
+        self.detach(slot);
+        Some(share)
     }
 }
 
@@ -344,6 +552,26 @@ impl Drop for Flight {
 }
 
 impl Flight {
+    /// The shared state of `slot`'s call, as its first follower joins.
+    fn new(key: CallKey, slot: &Slot, table: Arc<FlightTable>) -> Self {
+        Self {
+            key,
+            id: slot.id,
+            tool: Arc::clone(&slot.tool),
+            token: slot.token.clone(),
+            table,
+            state: Mutex::new(FlightState {
+                stage: Stage::Leading,
+                waiters: 2,
+                driver: None,
+                wakers: Slab::new(),
+                followers_served: 0,
+                followers_rerun: 0,
+                waiters_cancelled: 0,
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, FlightState> {
         // Nothing that can panic runs under the lock; recover anyway rather than wedge a key.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -356,61 +584,99 @@ impl Flight {
             return None;
         }
         state.waiters += 1;
-        Some(Waiter {
-            flight: Arc::clone(this),
-            place: Place::follower(),
-        })
+        drop(state);
+        Some(Waiter::new(Arc::clone(this)))
     }
 
-    /// Hands the flight the leader's inner future.
-    pub(crate) fn start(&self, inner: InnerFuture) {
+    /// The leader has its outcome (the key is already free): gives the followers theirs.
+    /// Returns the leader's.
+    fn finish_by_leader(&self, outcome: Outcome) -> Outcome {
         let mut state = self.lock();
-        if matches!(state.stage, Stage::Starting) {
-            state.stage = Stage::Idle(inner);
-        } else {
-            // Unreachable: the leader stays attached until `start` returns, so the flight
-            // cannot have been abandoned. Never poll a future nobody waits for.
+        state.waiters -= 1;
+        if state.waiters == 0 {
+            // Every follower left meanwhile.
+            state.stage = Stage::Closed;
             drop(state);
-            drop_quietly(inner);
+            self.table.stats.count_end(false);
+            return outcome;
         }
-    }
-
-    /// The leader's call to the inner service panicked: every waiter gets the error.
-    pub(crate) fn fail_to_start(self: &Arc<Self>, payload: Box<dyn std::any::Any + Send>) {
-        let error = self.panicked(payload);
-        self.publish(Err(error));
-    }
-
-    fn panicked(&self, payload: Box<dyn std::any::Any + Send>) -> ErrorData {
-        self.table
-            .stats
-            .flights_panicked
-            .fetch_add(1, Ordering::Relaxed);
-        let error = Panicked::from_payload(Layer::Dedup, &self.tool, payload.as_ref());
-        drop_quietly(payload);
-        error.into()
-    }
-
-    /// Publishes the outcome of a flight nobody is polling (its start failed): wakes every
-    /// waiter and frees the key.
-    fn publish(self: &Arc<Self>, outcome: Outcome) {
-        let mut state = self.lock();
-        let discarded = state.set_outcome(outcome);
+        let (shared, own) = if is_shareable(&outcome) {
+            let shared = Arc::new(outcome);
+            state.stage = Stage::Shared(Arc::clone(&shared));
+            (Some(shared), None)
+        } else {
+            // The leader's own response: the followers run their own call.
+            state.stage = Stage::LeaderOnly;
+            (None, Some(outcome))
+        };
         let wakers = mem::take(&mut state.wakers);
         drop(state);
-        self.ended(wakers, discarded);
+        self.table.stats.count_end(false);
+        wake_all(wakers);
+        match (shared, own) {
+            (_, Some(own)) => own,
+            (Some(shared), None) => Arc::unwrap_or_clone(shared),
+            // Unreachable: one of the two is set.
+            (None, None) => Err(self.cancelled()),
+        }
     }
 
-    /// After the outcome is set: wakes the waiters and frees the key (outside the lock).
-    fn ended(self: &Arc<Self>, wakers: Slab<Waker>, discarded: Option<Outcome>) {
-        self.table
-            .stats
-            .flights_ended
-            .fetch_add(1, Ordering::Relaxed);
-        for (_, waker) in wakers {
+    /// The leader has left before the end: the followers take over `inner`, or it is
+    /// dropped if they have all left too.
+    fn hand_over(self: &Arc<Self>, inner: Option<InnerFuture>) {
+        let mut state = self.lock();
+        state.waiters -= 1;
+        if !matches!(state.stage, Stage::Leading) {
+            // Unreachable: only the leader moves the flight on from `Leading`.
+            drop(state);
+            if let Some(inner) = inner {
+                drop_quietly(inner);
+            }
+            return;
+        }
+        let inner = match inner {
+            Some(inner) if state.waiters > 0 => inner,
+            inner => {
+                // Nobody left to want the outcome (or nothing to run): end the flight.
+                let nobody = state.waiters == 0;
+                let discarded = if nobody {
+                    state.stage = Stage::Closed;
+                    None
+                } else {
+                    state.set_outcome(Err(ErrorData::internal_error(
+                        "dedup: the flight's call never started",
+                        None,
+                    )))
+                };
+                let wakers = mem::take(&mut state.wakers);
+                drop(state);
+                if nobody && let Some(token) = &self.token {
+                    token.cancel();
+                }
+                if let Some(inner) = inner {
+                    drop_quietly(inner);
+                }
+                self.ended(wakers, discarded, nobody);
+                return;
+            }
+        };
+        state.stage = Stage::Idle(inner);
+        state.driver = None;
+        // The first follower to run takes over; every waiting one is woken so that a slow
+        // task does not hold the others up.
+        let wakers: Vec<Waker> = state.wakers.iter().map(|(_, w)| w.clone()).collect();
+        drop(state);
+        for waker in wakers {
             waker.wake();
         }
-        self.table.unregister(self);
+    }
+
+    /// After the outcome is set (outside the lock): wakes the waiters and frees the key.
+    fn ended(&self, wakers: Slab<Waker>, discarded: Option<Outcome>, cancelled: bool) {
+        self.table.stats.count_end(cancelled);
+        wake_all(wakers);
+        let removed = self.table.remove(&self.key, self.id);
+        drop(removed);
         drop(discarded);
     }
 
@@ -424,16 +690,32 @@ impl Flight {
     }
 }
 
-/// What a waiter gets from its flight.
-pub(crate) enum Delivery {
-    /// The shared outcome: the last waiter to let go of it moves it, the others clone it
-    /// (outside the flight's lock, straight into their own answer).
+fn wake_all(wakers: Slab<Waker>) {
+    for (_, waker) in wakers {
+        waker.wake();
+    }
+}
+
+/// What a follower takes from a finished flight, under its lock. Small (no outcome by
+/// value): the outcome itself is made once, outside the lock, straight into the answer.
+enum Share {
+    /// The shared outcome: the last waiter to let go of it moves it, the others clone it.
     Shared(Arc<Outcome>),
-    /// An outcome that is this waiter's alone (it ran the flight by itself, or the response
-    /// was the leader's own).
-    Own(Outcome),
     /// The flight's response belongs to the leader's request alone: run your own call.
     RunOwnCall,
+    /// The flight was closed under an attached waiter (unreachable).
+    Closed,
+}
+
+impl Share {
+    /// The follower's answer; `None` when it must run its own call.
+    fn into_outcome(self, flight: &Flight) -> Option<Outcome> {
+        match self {
+            Share::Shared(outcome) => Some(Arc::unwrap_or_clone(outcome)),
+            Share::RunOwnCall => None,
+            Share::Closed => Some(Err(flight.cancelled())),
+        }
+    }
 }
 
 /// Whether every waiter may have `outcome`: a complete result (an `isError` one too) or an
@@ -442,123 +724,74 @@ fn is_shareable(outcome: &Outcome) -> bool {
     matches!(outcome, Ok(CallToolResponse::Complete(_)) | Err(_))
 }
 
-/// One caller's place in a flight. Dropping it leaves the flight.
+/// A follower's place in a flight. Dropping it leaves the flight.
 pub(crate) struct Waiter {
     flight: Arc<Flight>,
-    place: Place,
-}
-
-/// A waiter's standing in its flight (apart from the flight, so that it can change while
-/// the flight is locked).
-#[derive(Debug)]
-struct Place {
-    /// The waiter's slot in the flight's wakers, taken when it first waits.
+    /// The follower's slot in the flight's wakers, taken when it first waits.
     slot: Option<usize>,
-    /// Whether it started the flight.
-    leader: bool,
     /// Whether it is still counted among the flight's waiters.
     attached: bool,
-}
-
-impl Place {
-    fn leader() -> Self {
-        Self {
-            slot: None,
-            leader: true,
-            attached: true,
-        }
-    }
-
-    fn follower() -> Self {
-        Self {
-            slot: None,
-            leader: false,
-            attached: true,
-        }
-    }
-
-    /// Takes the waiter off the flight; the last one out of a finished flight closes it.
-    fn detach(&mut self, state: &mut FlightState) {
-        state.detach(&mut self.slot, self.leader);
-        self.attached = false;
-        if state.waiters == 0 && !state.stage.is_running() {
-            state.stage = Stage::Closed;
-        }
-    }
-
-    /// The waiter's share of a finished flight (and takes it off the flight), or `None`
-    /// while the flight runs.
-    fn take_share(&mut self, state: &mut FlightState, flight: &Flight) -> Option<Delivery> {
-        let share = match &mut state.stage {
-            Stage::Starting | Stage::Idle(_) | Stage::Polling => return None,
-            Stage::Shared(outcome) => {
-                if !self.leader {
-                    state.followers_served += 1;
-                }
-                Delivery::Shared(Arc::clone(outcome))
-            }
-            Stage::Owned(response) => {
-                if self.leader {
-                    Delivery::Own(response.take().map(|r| *r).ok_or_else(|| {
-                        ErrorData::internal_error(
-                            "dedup: the flight's response was already taken",
-                            None,
-                        )
-                    }))
-                } else {
-                    state.followers_rerun += 1;
-                    Delivery::RunOwnCall
-                }
-            }
-            // Unreachable while attached; never leave a caller hanging.
-            Stage::Closed => Delivery::Own(Err(flight.cancelled())),
-        };
-        self.detach(state);
-        Some(share)
-    }
 }
 
 impl fmt::Debug for Waiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Waiter")
             .field("flight", &self.flight)
-            .field("place", &self.place)
+            .field("slot", &self.slot)
+            .field("attached", &self.attached)
             .finish()
     }
 }
 
 impl Waiter {
+    fn new(flight: Arc<Flight>) -> Self {
+        Self {
+            flight,
+            slot: None,
+            attached: true,
+        }
+    }
+
     pub(crate) fn flight(&self) -> &Arc<Flight> {
         &self.flight
     }
 
-    /// Drives the flight if it is this waiter's turn, else waits for it.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Delivery> {
+    /// A clone of the inner service the flight's table kept, for a follower that must run
+    /// its own call.
+    pub(crate) fn own_service<S: Clone + 'static>(&self) -> Option<S> {
+        self.flight.table.prototype()
+    }
+
+    /// Drives the flight if it is this follower's turn, else waits for it. Ready with the
+    /// follower's answer, or with `None` when the flight's response was the leader's alone
+    /// and this follower must run its own call.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
         let flight = &*self.flight;
         let mut state = flight.lock();
-        if let Some(inner) = state.take_inner(self.place.slot) {
+        if let Some(inner) = state.take_inner(self.slot) {
             drop(state);
             return self.drive(inner, cx);
         }
-        match self.place.take_share(&mut state, flight) {
-            Some(delivery) => {
+        match state.take_share(&mut self.slot) {
+            Some(share) => {
+                self.attached = false;
                 drop(state);
-                Poll::Ready(delivery)
+                Poll::Ready(share.into_outcome(flight))
             }
             None => {
-                state.register(&mut self.place.slot, cx.waker());
+                state.register(&mut self.slot, cx.waker());
                 Poll::Pending
             }
         }
     }
 
-    /// Polls the inner future (taken out of the flight) on this waiter's task.
-    fn drive(&mut self, mut inner: InnerFuture, cx: &mut Context<'_>) -> Poll<Delivery> {
+    /// Polls the inner future (taken out of the flight) on this follower's task.
+    fn drive(&mut self, mut inner: InnerFuture, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
         let outcome = match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
             Ok(Poll::Pending) => {
                 let mut state = self.flight.lock();
                 state.stage = Stage::Idle(inner);
-                let slot = state.register(&mut self.place.slot, cx.waker());
+                let slot = state.register(&mut self.slot, cx.waker());
                 state.driver = Some(slot);
                 return Poll::Pending;
             }
@@ -568,86 +801,64 @@ impl Waiter {
             }
             Err(payload) => {
                 drop_quietly(inner);
-                Err(self.flight.panicked(payload))
+                Err(self.flight.table.panicked(&self.flight.tool, payload))
             }
         };
         Poll::Ready(self.finish(outcome))
     }
 
-    /// Ends the flight with the outcome this waiter polled out of it, and takes its share.
-    fn finish(&mut self, outcome: Outcome) -> Delivery {
+    /// Ends the flight with the outcome this follower polled out of it, and takes its share.
+    fn finish(&mut self, outcome: Outcome) -> Option<Outcome> {
         let flight = &*self.flight;
         let mut state = flight.lock();
-        let (delivery, discarded) = if state.waiters == 1 && is_shareable(&outcome) {
-            // Nobody joined: nothing to share, nobody to wake.
-            state.stage = Stage::Closed;
-            state.driver = None;
-            if !self.place.leader {
-                state.followers_served += 1;
-            }
-            self.place.detach(&mut state);
-            (Delivery::Own(outcome), None)
-        } else {
-            let discarded = state.set_outcome(outcome);
-            match self.place.take_share(&mut state, flight) {
-                Some(share) => (share, discarded),
-                // Unreachable: the outcome was just set.
-                None => (Delivery::Own(Err(flight.cancelled())), discarded),
-            }
-        };
-        // This waiter's waker left with it: the others are woken, not it.
+        let discarded = state.set_outcome(outcome);
+        // `None` is unreachable: the outcome was just set.
+        let share = state.take_share(&mut self.slot).unwrap_or(Share::Closed);
+        self.attached = false;
+        // This follower's waker left with it: the others are woken, not it.
         let wakers = mem::take(&mut state.wakers);
         drop(state);
-        self.flight.ended(wakers, discarded);
-        delivery
+        flight.ended(wakers, discarded, false);
+        share.into_outcome(flight)
     }
 
     /// Leaves the flight before getting its outcome (the caller cancelled or went away).
     pub(crate) fn leave(&mut self) {
-        if !self.place.attached {
+        if !mem::replace(&mut self.attached, false) {
             return;
         }
         let flight = &*self.flight;
         let mut state = flight.lock();
-        let was_driver = self.place.slot.is_some() && state.driver == self.place.slot;
-        let leader = self.place.leader;
-        // A response that belonged to this waiter alone (the leader's own) goes with it.
-        let mut leftover = None;
-        if leader && let Stage::Owned(response) = &mut state.stage {
-            leftover = response.take();
-        }
+        let was_driver = self.slot.is_some() && state.driver == self.slot;
         let running = state.stage.is_running();
         // Closes a finished flight if this was the last waiter (the outcome goes with it).
         let closed =
             (!running && state.waiters == 1).then(|| mem::replace(&mut state.stage, Stage::Closed));
-        self.place.detach(&mut state);
+        state.detach(&mut self.slot);
         state.waiters_cancelled += 1;
         if !running {
             drop(state);
-            drop(leftover);
             drop(closed);
             return;
         }
         if state.waiters == 0 {
-            // Nobody is left to want the outcome: cancel the work and free the key.
+            // Nobody is left to want the outcome (the leader has gone too, or the flight
+            // would be `Leading` with the leader counted): cancel the work, free the key.
             let stage = mem::replace(&mut state.stage, Stage::Closed);
             drop(state);
-            let stats = &flight.table.stats;
-            stats.flights_ended.fetch_add(1, Ordering::Relaxed);
-            stats.flights_cancelled.fetch_add(1, Ordering::Relaxed);
             if let Some(token) = &flight.token {
                 token.cancel();
             }
             if let Stage::Idle(inner) = stage {
                 drop_quietly(inner);
             }
-            flight.table.unregister(&self.flight);
+            flight.ended(Slab::new(), None, true);
             return;
         }
         if matches!(state.stage, Stage::Idle(_)) && (was_driver || state.driver.is_none()) {
-            // The inner future may hold this waiter's waker: wake the others, and the first
-            // to run takes over. Rare (a driver leaving), so waking all is cheap insurance
-            // against a waiter whose task is slow to run.
+            // The inner future may hold this follower's waker: wake the others, and the
+            // first to run takes over. Rare (a driver leaving), so waking all is cheap
+            // insurance against a follower whose task is slow to run.
             state.driver = None;
             let wakers: Vec<Waker> = state.wakers.iter().map(|(_, w)| w.clone()).collect();
             drop(state);
@@ -703,56 +914,95 @@ mod tests {
         Ok(CallToolResult::success(vec![ContentBlock::text(text)]).into())
     }
 
-    fn text(delivery: Poll<Delivery>) -> String {
-        match delivery {
-            Poll::Ready(Delivery::Own(Ok(CallToolResponse::Complete(r)))) => {
+    fn text(answer: Poll<Outcome>) -> String {
+        match answer {
+            Poll::Ready(Ok(CallToolResponse::Complete(r))) => {
                 r.content[0].as_text().unwrap().text.clone()
             }
-            Poll::Ready(Delivery::Shared(outcome)) => {
-                let Ok(CallToolResponse::Complete(r)) = &*outcome else {
-                    panic!("expected a complete result")
-                };
-                r.content[0].as_text().unwrap().text.clone()
-            }
-            _ => panic!("expected a complete result"),
+            other => panic!("expected a complete result, got {other:?}"),
         }
     }
 
-    fn lead(table: &Arc<FlightTable>, call: &ToolCall) -> Waiter {
+    fn follower_text(answer: Poll<Option<Outcome>>) -> String {
+        match answer {
+            Poll::Ready(Some(outcome)) => text(Poll::Ready(outcome)),
+            _ => panic!("expected the follower's answer"),
+        }
+    }
+
+    fn lead(table: &Arc<FlightTable>, call: &ToolCall) -> Lead {
         match table.join_or_lead(call) {
-            Joined::Leader { waiter, .. } => waiter,
+            Joined::Leader { lead, .. } => lead,
             Joined::Follower(_) => panic!("expected to lead"),
         }
+    }
+
+    fn follow(table: &Arc<FlightTable>, call: &ToolCall) -> Waiter {
+        match table.join_or_lead(call) {
+            Joined::Follower(waiter) => waiter,
+            Joined::Leader { .. } => panic!("expected to follow"),
+        }
+    }
+
+    /// A future that counts its drops.
+    struct Tracked(Arc<AtomicU64>);
+
+    impl Future for Tracked {
+        type Output = Outcome;
+        fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
+            Poll::Pending
+        }
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_call_nobody_joins_shares_nothing() {
+        let table = table();
+        let call = ToolCall::with_resolver("read", object!({"q": 0}), resolver());
+        let mut leader = lead(&table, &call);
+        leader.start(Box::pin(std::future::ready(result("alone"))));
+        assert!(
+            table.entries.get(&call.key()).unwrap().flight.is_none(),
+            "no shared state until a follower arrives"
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(text(leader.poll(&mut cx)), "alone");
+        assert_eq!(table.len(), 0, "the key is free");
+        assert_eq!(table.stats.in_flight(), 0);
     }
 
     #[test]
     fn a_finished_flight_still_in_the_table_is_never_joined() {
         let table = table();
         let call = ToolCall::with_resolver("read", object!({"q": 1}), resolver());
-        let mut leader = lead(&table, &call);
-        let first = Arc::clone(leader.flight());
-        first.start(Box::pin(std::future::ready(result("first"))));
+        let leader = lead(&table, &call);
+        let mut follower = follow(&table, &call);
+        let first = Arc::clone(follower.flight());
 
-        // Publish without unregistering: the window between the two steps of `publish`.
-        {
-            let mut state = first.lock();
-            state.stage = Stage::Shared(Arc::new(result("first")));
-        }
+        // A follower-driven flight publishes before it frees the key: stand in that window.
+        first.lock().stage = Stage::Shared(Arc::new(result("first")));
         assert_eq!(table.len(), 1, "the finished flight is still in the table");
 
         let mut late = lead(&table, &call);
-        assert!(
-            !Arc::ptr_eq(late.flight(), &first),
-            "a late caller starts a new flight"
-        );
-        late.flight()
-            .start(Box::pin(std::future::ready(result("second"))));
+        assert_ne!(late.id, first.id, "a late caller starts a new flight");
+        late.start(Box::pin(std::future::ready(result("second"))));
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(text(late.poll(&mut cx)), "second");
-        assert_eq!(text(leader.poll(&mut cx)), "first");
-        // The old flight's unregistering must not remove the new one.
-        table.unregister(&first);
-        assert_eq!(table.len(), 0, "the second flight freed its key");
+        assert_eq!(follower_text(follower.poll(&mut cx)), "first");
+        // The old flight freeing its key must not remove a newer flight's entry.
+        let mut again = lead(&table, &call);
+        assert!(table.remove(&call.key(), first.id).is_none());
+        assert_eq!(table.len(), 1);
+        again.start(Box::pin(std::future::ready(result("third"))));
+        assert_eq!(text(again.poll(&mut cx)), "third");
+        // The first leader, replaced while it never ran, leaves without touching the table.
+        drop(leader);
+        assert_eq!(table.len(), 0);
     }
 
     #[test]
@@ -760,17 +1010,42 @@ mod tests {
         let table = table();
         let call = ToolCall::with_resolver("read", object!({"q": 2}), resolver());
         let mut leader = lead(&table, &call);
-        let Joined::Follower(mut follower) = table.join_or_lead(&call) else {
-            panic!("expected to follow");
-        };
+        let mut follower = follow(&table, &call);
         let mut cx = Context::from_waker(Waker::noop());
-        assert!(follower.poll(&mut cx).is_pending(), "nothing to poll yet");
-        leader
-            .flight()
-            .start(Box::pin(std::future::ready(result("shared"))));
-        assert_eq!(text(follower.poll(&mut cx)), "shared");
+        assert!(
+            follower.poll(&mut cx).is_pending(),
+            "the leader runs the call"
+        );
+        leader.start(Box::pin(std::future::ready(result("shared"))));
         assert_eq!(text(leader.poll(&mut cx)), "shared");
+        assert_eq!(follower_text(follower.poll(&mut cx)), "shared");
         assert_eq!(table.len(), 0);
+        drop(follower);
+        assert_eq!(table.stats.followers_served.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_leader_that_leaves_hands_the_call_to_its_followers() {
+        let table = table();
+        let call = ToolCall::with_resolver("read", object!({"q": 4}), resolver());
+        let mut leader = lead(&table, &call);
+        let mut follower = follow(&table, &call);
+        let mut cx = Context::from_waker(Waker::noop());
+        let (tx, rx) = tokio::sync::oneshot::channel::<Outcome>();
+        leader.start(Box::pin(async move { rx.await.unwrap() }));
+        assert!(leader.poll(&mut cx).is_pending());
+        assert!(follower.poll(&mut cx).is_pending());
+        drop(leader);
+        assert_eq!(table.len(), 1, "the follower keeps the flight");
+        assert!(
+            follower.poll(&mut cx).is_pending(),
+            "the follower drives now"
+        );
+        tx.send(result("handed over")).unwrap();
+        assert_eq!(follower_text(follower.poll(&mut cx)), "handed over");
+        assert_eq!(table.len(), 0);
+        assert_eq!(table.stats.in_flight(), 0);
+        assert_eq!(table.stats.waiters_cancelled.load(Ordering::Relaxed), 1);
     }
 
     #[test]
@@ -778,17 +1053,36 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let table = Arc::new(FlightTable::new(Arc::clone(&stats)));
         let call = ToolCall::with_resolver("read", object!({"q": 3}), resolver());
-        let leader = lead(&table, &call);
-        let Joined::Follower(follower) = table.join_or_lead(&call) else {
-            panic!("expected to follow");
-        };
-        leader.flight().start(Box::pin(std::future::pending()));
+        let mut leader = lead(&table, &call);
+        let follower = follow(&table, &call);
+        let drops = Arc::new(AtomicU64::new(0));
+        leader.start(Box::pin(Tracked(Arc::clone(&drops))));
         drop(leader);
         assert_eq!(table.len(), 1, "the follower keeps the flight");
+        assert_eq!(drops.load(Ordering::SeqCst), 0, "the call goes on");
         drop(follower);
+        assert_eq!(drops.load(Ordering::SeqCst), 1, "the call is dropped");
         assert_eq!(table.len(), 0);
         assert_eq!(stats.flights_cancelled.load(Ordering::Relaxed), 1);
         assert_eq!(stats.waiters_cancelled.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_lone_leader_that_leaves_cancels_the_call() {
+        let stats = Arc::new(Stats::default());
+        let table = Arc::new(FlightTable::new(Arc::clone(&stats)));
+        let call = ToolCall::with_resolver("read", object!({"q": 5}), resolver());
+        let mut leader = lead(&table, &call);
+        let drops = Arc::new(AtomicU64::new(0));
+        leader.start(Box::pin(Tracked(Arc::clone(&drops))));
+        let error = leader.cancel();
+        assert_eq!(drops.load(Ordering::SeqCst), 1);
+        assert!(error.message.contains("read"), "{error:?}");
+        drop(leader);
+        assert_eq!(table.len(), 0);
+        assert_eq!(stats.flights_cancelled.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.waiters_cancelled.load(Ordering::Relaxed), 1);
         assert_eq!(stats.in_flight(), 0);
     }
 }

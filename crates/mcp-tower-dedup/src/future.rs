@@ -4,7 +4,6 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll, ready},
 };
 
@@ -14,7 +13,7 @@ use rmcp::ErrorData;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_service::Service;
 
-use crate::flight::{Delivery, Waiter};
+use crate::flight::{Lead, Outcome, Waiter};
 
 pin_project! {
     /// The future of a [`Dedup`](crate::Dedup) call: the inner service's own future for a
@@ -33,19 +32,30 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
-        // Waiting for a flight; watching the caller's own cancellation token.
+        // Leading a flight: polling the inner future, watching the caller's own token.
+        Leading {
+            lead: Lead,
+            #[pin]
+            cancelled: Option<WaitForCancellationFutureOwned>,
+        },
+        // Following a flight; watching the caller's own cancellation token.
         Waiting {
             waiter: Waiter,
             #[pin]
             cancelled: Option<WaitForCancellationFutureOwned>,
-            // A follower's way to run its own call when the flight's response was the
+            // A follower's call, to run on its own when the flight's response was the
             // leader's alone (`InputRequired`, `Task`).
-            own_call: Option<(S, ToolCall)>,
+            own_call: Option<ToolCall>,
         },
         // Running its own call: waiting for the inner service to be ready.
         Ready {
             service: S,
             call: Option<ToolCall>,
+        },
+        // Answered at once (the leader's call to the inner service panicked). Boxed: rare,
+        // and it keeps the future no larger than the inner service's.
+        Answered {
+            outcome: Option<Box<Outcome>>,
         },
         Done,
     }
@@ -58,12 +68,30 @@ impl<S: Service<ToolCall>> ResponseFuture<S> {
         }
     }
 
+    /// Runs `lead`'s flight, until it ends or `cancellation` (the caller's own request token)
+    /// fires.
+    pub(crate) fn leading(lead: Lead, cancellation: Option<CancellationToken>) -> Self {
+        let cancelled = cancellation.map(CancellationToken::cancelled_owned);
+        Self {
+            state: State::Leading { lead, cancelled },
+        }
+    }
+
+    /// Answers `outcome` at once.
+    pub(crate) fn answered(outcome: Outcome) -> Self {
+        Self {
+            state: State::Answered {
+                outcome: Some(Box::new(outcome)),
+            },
+        }
+    }
+
     /// Waits for `waiter`'s flight, or until `cancellation` (the caller's own request
     /// token) fires.
     pub(crate) fn waiting(
         waiter: Waiter,
         cancellation: Option<CancellationToken>,
-        own_call: Option<(S, ToolCall)>,
+        own_call: Option<ToolCall>,
     ) -> Self {
         let cancelled = cancellation.map(CancellationToken::cancelled_owned);
         Self {
@@ -80,7 +108,9 @@ impl<S: Service<ToolCall>> fmt::Debug for ResponseFuture<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Inner { .. } => "inner",
+            State::Leading { .. } => "leading",
             State::Waiting { .. } => "waiting",
+            State::Answered { .. } => "answered",
             State::Ready { .. } => "running its own call",
             State::Done => "done",
         };
@@ -92,7 +122,7 @@ impl<S: Service<ToolCall>> fmt::Debug for ResponseFuture<S> {
 
 impl<S> Future for ResponseFuture<S>
 where
-    S: Service<ToolCall, Response = CallToolResponse, Error = ErrorData>,
+    S: Service<ToolCall, Response = CallToolResponse, Error = ErrorData> + Clone + 'static,
 {
     type Output = Result<CallToolResponse, ErrorData>;
 
@@ -101,6 +131,29 @@ where
         loop {
             match state.as_mut().project() {
                 StateProj::Inner { future } => return future.poll(cx),
+                StateProj::Leading { lead, cancelled } => {
+                    // rmcp does not drop a request's future on `notifications/cancelled`;
+                    // it cancels the request's token. Leave the flight (the followers, if
+                    // any, take it over) and answer at once.
+                    if let Some(cancelled) = cancelled.as_pin_mut()
+                        && cancelled.poll(cx).is_ready()
+                    {
+                        let error = lead.cancel();
+                        state.set(State::Done);
+                        return Poll::Ready(Err(error));
+                    }
+                    let outcome = ready!(lead.poll(cx));
+                    state.set(State::Done);
+                    return Poll::Ready(outcome);
+                }
+                StateProj::Answered { outcome } => {
+                    let outcome = outcome.take();
+                    state.set(State::Done);
+                    return Poll::Ready(outcome.map_or_else(
+                        || Err(ErrorData::internal_error("dedup: answered twice", None)),
+                        |outcome| *outcome,
+                    ));
+                }
                 StateProj::Waiting {
                     waiter,
                     cancelled,
@@ -117,30 +170,27 @@ where
                         state.set(State::Done);
                         return Poll::Ready(Err(error));
                     }
-                    match ready!(waiter.poll(cx)) {
-                        Delivery::Shared(outcome) => {
-                            state.set(State::Done);
-                            return Poll::Ready(Arc::unwrap_or_clone(outcome));
-                        }
-                        Delivery::Own(outcome) => {
-                            state.set(State::Done);
-                            return Poll::Ready(outcome);
-                        }
-                        Delivery::RunOwnCall => match own_call.take() {
-                            Some((service, call)) => state.set(State::Ready {
-                                service,
-                                call: Some(call),
-                            }),
-                            None => {
-                                // Only followers are told to run their own call.
+                    let Some(outcome) = ready!(waiter.poll(cx)) else {
+                        // Told to run its own call: only followers are, and they have one.
+                        match (own_call.take(), waiter.own_service::<S>()) {
+                            (Some(call), Some(service)) => {
+                                state.set(State::Ready {
+                                    service,
+                                    call: Some(call),
+                                });
+                                continue;
+                            }
+                            _ => {
                                 state.set(State::Done);
                                 return Poll::Ready(Err(ErrorData::internal_error(
                                     "dedup: a waiter without a call of its own was told to run it",
                                     None,
                                 )));
                             }
-                        },
-                    }
+                        }
+                    };
+                    state.set(State::Done);
+                    return Poll::Ready(outcome);
                 }
                 StateProj::Ready { service, call } => {
                     if let Err(error) = ready!(service.poll_ready(cx)) {

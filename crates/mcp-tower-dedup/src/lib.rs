@@ -96,8 +96,17 @@
 //!   cancelled only when the **last** waiter leaves; the inner future is then dropped, and
 //!   the key freed.
 //! - The inner future is never spawned: it is polled on the task of one of its waiters, so
-//!   rmcp's task-locals and the request task's cancellation keep working. When that waiter
-//!   leaves, another one takes over.
+//!   rmcp's task-locals and the request task's cancellation keep working. The caller that
+//!   started the flight polls it; when that caller leaves, a follower takes over.
+//!
+//! # Cost
+//!
+//! A deduplicated call that nobody joins costs an entry in a sharded map (added, then
+//! removed), its boxed inner future and two counter increments: its caller polls the inner
+//! future itself, with no lock and no shared state. The state followers share (who waits,
+//! the outcome) is built by the first follower. `benches/dedup.rs` measures both paths next
+//! to `async_singleflight` and tower-resilience's coalesce; `docs/performance.md` has the
+//! figures.
 //!
 //! # What followers do not get
 //!

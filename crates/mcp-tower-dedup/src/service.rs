@@ -117,12 +117,12 @@ where
             Joined::Follower(waiter) => {
                 // Should the flight's response be the leader's alone (`InputRequired`,
                 // `Task`), this follower runs its own call, on a clone of the inner service
-                // that it drives to readiness itself.
-                let own_service = self.inner.clone();
+                // (kept once, at the first follower) that it drives to readiness itself.
+                self.table.keep_prototype(&self.inner);
                 let cancellation = call.cancellation().cloned();
-                ResponseFuture::waiting(waiter, cancellation, Some((own_service, call)))
+                ResponseFuture::waiting(waiter, cancellation, Some(call))
             }
-            Joined::Leader { waiter, token } => {
+            Joined::Leader { mut lead, token } => {
                 let cancellation = call.cancellation().cloned();
                 // The flight runs the leader's call with a token of its own, cancelled only
                 // when the last waiter leaves: the leader cancelling must not stop the work
@@ -131,12 +131,13 @@ where
                     Some(token) => call.into_with_cancellation(token),
                     None => call,
                 };
-                let flight = waiter.flight();
                 match catch_unwind(AssertUnwindSafe(|| self.inner.call(flight_call))) {
-                    Ok(future) => flight.start(Box::pin(future)),
-                    Err(payload) => flight.fail_to_start(payload),
+                    Ok(future) => {
+                        lead.start(Box::pin(future));
+                        ResponseFuture::leading(lead, cancellation)
+                    }
+                    Err(payload) => ResponseFuture::answered(lead.fail_to_start(payload)),
                 }
-                ResponseFuture::waiting(waiter, cancellation, None)
             }
         }
     }
