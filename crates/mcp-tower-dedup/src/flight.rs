@@ -411,7 +411,7 @@ struct FlightState {
     /// The slot of the follower whose waker the inner future holds (after the leader left).
     driver: Option<usize>,
     /// The wakers of the followers that are waiting, by slot.
-    wakers: Slab<Waker>,
+    wakers: Wakers,
     // Counted under the lock, added to the layer's stats when the flight is dropped.
     followers_served: u64,
     followers_rerun: u64,
@@ -463,10 +463,6 @@ impl FlightState {
             }
             return index;
         }
-        if self.wakers.capacity() == 0 {
-            // A flight that has followers usually has a few: skip the first doublings.
-            self.wakers.reserve(4);
-        }
         let index = self.wakers.insert(waker.clone());
         *slot = Some(index);
         index
@@ -475,7 +471,7 @@ impl FlightState {
     /// Takes a follower off the flight; the last one out of a finished flight closes it.
     fn detach(&mut self, slot: &mut Option<usize>) {
         if let Some(index) = slot.take() {
-            self.wakers.try_remove(index);
+            self.wakers.remove(index);
             if self.driver == Some(index) {
                 self.driver = None;
             }
@@ -564,7 +560,7 @@ impl Flight {
                 stage: Stage::Leading,
                 waiters: 2,
                 driver: None,
-                wakers: Slab::new(),
+                wakers: Wakers::default(),
                 followers_served: 0,
                 followers_rerun: 0,
                 waiters_cancelled: 0,
@@ -612,7 +608,7 @@ impl Flight {
         let wakers = mem::take(&mut state.wakers);
         drop(state);
         self.table.stats.count_end(false);
-        wake_all(wakers);
+        wakers.wake_all();
         match (shared, own) {
             (_, Some(own)) => own,
             (Some(shared), None) => Arc::unwrap_or_clone(shared),
@@ -664,7 +660,7 @@ impl Flight {
         state.driver = None;
         // The first follower to run takes over; every waiting one is woken so that a slow
         // task does not hold the others up.
-        let wakers: Vec<Waker> = state.wakers.iter().map(|(_, w)| w.clone()).collect();
+        let wakers: Vec<Waker> = state.wakers.iter().cloned().collect();
         drop(state);
         for waker in wakers {
             waker.wake();
@@ -672,9 +668,9 @@ impl Flight {
     }
 
     /// After the outcome is set (outside the lock): wakes the waiters and frees the key.
-    fn ended(&self, wakers: Slab<Waker>, discarded: Option<Outcome>, cancelled: bool) {
+    fn ended(&self, wakers: Wakers, discarded: Option<Outcome>, cancelled: bool) {
         self.table.stats.count_end(cancelled);
-        wake_all(wakers);
+        wakers.wake_all();
         let removed = self.table.remove(&self.key, self.id);
         drop(removed);
         drop(discarded);
@@ -690,9 +686,53 @@ impl Flight {
     }
 }
 
-fn wake_all(wakers: Slab<Waker>) {
-    for (_, waker) in wakers {
-        waker.wake();
+/// The wakers of a flight's waiting followers, by slot. The first two live inline: most
+/// flights that have followers at all have one or two, and need no allocation for them.
+#[derive(Default)]
+struct Wakers {
+    inline: [Option<Waker>; Wakers::INLINE],
+    more: Slab<Waker>,
+}
+
+impl Wakers {
+    const INLINE: usize = 2;
+
+    fn insert(&mut self, waker: Waker) -> usize {
+        if let Some(index) = self.inline.iter().position(Option::is_none) {
+            self.inline[index] = Some(waker);
+            return index;
+        }
+        Self::INLINE + self.more.insert(waker)
+    }
+
+    fn get_mut(&mut self, index: usize) -> Option<&mut Waker> {
+        match index.checked_sub(Self::INLINE) {
+            None => self.inline[index].as_mut(),
+            Some(index) => self.more.get_mut(index),
+        }
+    }
+
+    fn remove(&mut self, index: usize) {
+        match index.checked_sub(Self::INLINE) {
+            None => self.inline[index] = None,
+            Some(index) => drop(self.more.try_remove(index)),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Waker> {
+        self.inline
+            .iter()
+            .flatten()
+            .chain(self.more.iter().map(|(_, waker)| waker))
+    }
+
+    fn wake_all(self) {
+        for waker in self.inline.into_iter().flatten() {
+            waker.wake();
+        }
+        for (_, waker) in self.more {
+            waker.wake();
+        }
     }
 }
 
@@ -852,7 +892,7 @@ impl Waiter {
             if let Stage::Idle(inner) = stage {
                 drop_quietly(inner);
             }
-            flight.ended(Slab::new(), None, true);
+            flight.ended(Wakers::default(), None, true);
             return;
         }
         if matches!(state.stage, Stage::Idle(_)) && (was_driver || state.driver.is_none()) {
@@ -860,7 +900,7 @@ impl Waiter {
             // first to run takes over. Rare (a driver leaving), so waking all is cheap
             // insurance against a follower whose task is slow to run.
             state.driver = None;
-            let wakers: Vec<Waker> = state.wakers.iter().map(|(_, w)| w.clone()).collect();
+            let wakers: Vec<Waker> = state.wakers.iter().cloned().collect();
             drop(state);
             for waker in wakers {
                 waker.wake();
@@ -958,6 +998,29 @@ mod tests {
         fn drop(&mut self) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn wakers_past_the_inline_ones_go_to_the_slab_and_slots_are_reused() {
+        let mut wakers = Wakers::default();
+        let slots: Vec<usize> = (0..5)
+            .map(|_| wakers.insert(Waker::noop().clone()))
+            .collect();
+        assert_eq!(slots, [0, 1, 2, 3, 4]);
+        wakers.remove(1);
+        wakers.remove(3);
+        assert!(wakers.get_mut(1).is_none());
+        assert!(wakers.get_mut(3).is_none());
+        assert!(wakers.get_mut(4).is_some());
+        assert_eq!(wakers.iter().count(), 3);
+        assert_eq!(
+            wakers.insert(Waker::noop().clone()),
+            1,
+            "an inline slot first"
+        );
+        assert_eq!(wakers.insert(Waker::noop().clone()), 3);
+        assert_eq!(wakers.iter().count(), 5);
+        wakers.wake_all();
     }
 
     #[test]
