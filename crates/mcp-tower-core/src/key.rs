@@ -4,7 +4,9 @@
 //! *canonical* arguments and the partition. Canonical means that object keys are visited
 //! in sorted order, so `{"a":1,"b":2}` and `{"b":2,"a":1}` are the same call. The hash is
 //! computed by walking the [`serde_json::Value`] tree directly: nothing is serialized to a
-//! string. The request's `_meta` is never part of the key.
+//! string; the walk's small pieces (tags, lengths, numbers, short strings) are gathered in
+//! a stack buffer and handed to SipHash in large blocks. The request's `_meta` is never
+//! part of the key.
 //!
 //! The hash is keyed by a [`KeySecret`]: random per process by default, so no client can
 //! craft two calls that collide; a configured secret when several processes must agree on
@@ -100,7 +102,7 @@ impl KeySecret {
     pub(crate) fn digest(&self, domain: u8, bytes: &[u8]) -> u128 {
         let mut hasher = self.hasher();
         hasher.write_u8(domain);
-        write_len(&mut hasher, bytes.len());
+        hasher.write(&(bytes.len() as u64).to_le_bytes());
         hasher.write(bytes);
         hasher.finish128().as_u128()
     }
@@ -153,7 +155,7 @@ impl CallKey {
         arguments: Option<&JsonObject>,
         partition: Partition,
     ) -> Self {
-        let mut hasher = secret.hasher();
+        let mut hasher = Buffered::new(secret.hasher());
         hasher.write_u8(domain::CALL);
         write_str(&mut hasher, tool);
         match arguments {
@@ -166,10 +168,10 @@ impl CallKey {
             Partition::Shared => hasher.write_u8(0),
             Partition::Principal(p) => {
                 hasher.write_u8(1);
-                hasher.write(&p.as_u128().to_le_bytes());
+                hasher.write_array(p.as_u128().to_le_bytes());
             }
         }
-        Self(hasher.finish128().as_u128())
+        Self(hasher.finish128())
     }
 
     /// The 128 bits of the key.
@@ -257,19 +259,82 @@ mod tag {
     pub(super) const OBJECT: u8 = 8;
 }
 
+/// A SipHash fed through a stack buffer. SipHash's cost is per call as well as per byte
+/// (each `write` handles a partial word); a key is a few dozen tiny writes, so gathering
+/// them first saves about a sixth of the key's time (`cache/key` bench: ~140 ns to ~120 ns
+/// for `sample_call`'s arguments). The byte stream, and so every key, is exactly what
+/// unbuffered writes would give (SipHash is a function of the concatenated input).
+struct Buffered {
+    hasher: SipHasher13,
+    buf: [u8; Self::CAPACITY],
+    len: usize,
+}
+
+impl Buffered {
+    const CAPACITY: usize = 128;
+
+    fn new(hasher: SipHasher13) -> Self {
+        Self {
+            hasher,
+            buf: [0; Self::CAPACITY],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        if bytes.len() > Self::CAPACITY - self.len {
+            self.flush();
+            if bytes.len() > Self::CAPACITY {
+                self.hasher.write(bytes);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// A fixed-size write: one store, not a `memcpy` call.
+    #[inline]
+    fn write_array<const N: usize>(&mut self, bytes: [u8; N]) {
+        if N > Self::CAPACITY - self.len {
+            self.flush();
+        }
+        if let Some(slot) = self.buf.get_mut(self.len..self.len + N) {
+            slot.copy_from_slice(&bytes);
+            self.len += N;
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, byte: u8) {
+        self.write_array([byte]);
+    }
+
+    fn flush(&mut self) {
+        self.hasher.write(&self.buf[..self.len]);
+        self.len = 0;
+    }
+
+    fn finish128(mut self) -> u128 {
+        self.flush();
+        self.hasher.finish128().as_u128()
+    }
+}
+
 // Every variable-length item is written with its length first and every value with a
 // type tag, so no two distinct values produce the same byte stream. Integers are written
 // little-endian explicitly so keys agree across architectures.
-fn write_len(hasher: &mut SipHasher13, len: usize) {
-    hasher.write(&(len as u64).to_le_bytes());
+fn write_len(hasher: &mut Buffered, len: usize) {
+    hasher.write_array((len as u64).to_le_bytes());
 }
 
-fn write_str(hasher: &mut SipHasher13, s: &str) {
+fn write_str(hasher: &mut Buffered, s: &str) {
     write_len(hasher, s.len());
     hasher.write(s.as_bytes());
 }
 
-fn hash_value(hasher: &mut SipHasher13, value: &Value) {
+fn hash_value(hasher: &mut Buffered, value: &Value) {
     match value {
         Value::Null => hasher.write_u8(tag::NULL),
         Value::Bool(false) => hasher.write_u8(tag::FALSE),
@@ -277,16 +342,16 @@ fn hash_value(hasher: &mut SipHasher13, value: &Value) {
         Value::Number(n) => {
             if let Some(u) = n.as_u64() {
                 hasher.write_u8(tag::UINT);
-                hasher.write(&u.to_le_bytes());
+                hasher.write_array(u.to_le_bytes());
             } else if let Some(i) = n.as_i64() {
                 hasher.write_u8(tag::INT);
-                hasher.write(&i.to_le_bytes());
+                hasher.write_array(i.to_le_bytes());
             } else {
                 // JSON has no NaN; `0.0 == -0.0` as JSON values, so they share a key.
                 let f = n.as_f64().unwrap_or(0.0);
                 let f = if f == 0.0 { 0.0 } else { f };
                 hasher.write_u8(tag::FLOAT);
-                hasher.write(&f.to_bits().to_le_bytes());
+                hasher.write_array(f.to_bits().to_le_bytes());
             }
         }
         Value::String(s) => {
@@ -307,14 +372,16 @@ fn hash_value(hasher: &mut SipHasher13, value: &Value) {
     }
 }
 
-fn hash_object(hasher: &mut SipHasher13, map: &JsonObject) {
+fn hash_object(hasher: &mut Buffered, map: &JsonObject) {
     write_len(hasher, map.len());
-    // serde_json's map is a BTreeMap (already sorted) unless some crate in the build
-    // enables `preserve_order`; check in one pass and sort only when needed.
-    let sorted = map
-        .keys()
-        .zip(map.keys().skip(1))
-        .all(|(a, b)| a.as_str() <= b.as_str());
+    // serde_json's map is a BTreeMap (always sorted) unless some crate in the build enables
+    // `preserve_order` (then it keeps insertion order): ask the map type once, and only
+    // when it does not sort, check each map in one pass and sort only when needed.
+    let sorted = map_type_sorts()
+        || map
+            .keys()
+            .zip(map.keys().skip(1))
+            .all(|(a, b)| a.as_str() <= b.as_str());
     if sorted {
         for (k, v) in map {
             write_str(hasher, k);
@@ -328,6 +395,18 @@ fn hash_object(hasher: &mut SipHasher13, map: &JsonObject) {
             hash_value(hasher, v);
         }
     }
+}
+
+/// Whether serde_json's map iterates in key order whatever the insertion order (it is a
+/// `BTreeMap`, not `preserve_order`'s `IndexMap`), found out once per process.
+fn map_type_sorts() -> bool {
+    static SORTS: OnceLock<bool> = OnceLock::new();
+    *SORTS.get_or_init(|| {
+        let mut probe = JsonObject::new();
+        probe.insert("b".to_owned(), Value::Null);
+        probe.insert("a".to_owned(), Value::Null);
+        probe.keys().next().map(String::as_str) == Some("a")
+    })
 }
 
 #[cfg(test)]
@@ -347,6 +426,54 @@ mod tests {
     fn key(secret: &KeySecret, tool: &str, args: Value) -> CallKey {
         CallKey::compute(secret, tool, Some(&obj(args)), Partition::Shared)
     }
+
+    /// Keys computed with a configured secret must not change between versions: processes
+    /// that share a cache tier agree on keys only if they hash the same byte stream.
+    #[test]
+    fn keys_with_a_configured_secret_are_stable_across_versions() {
+        let s = KeySecret::from_bytes(b"mcp-tower golden key secret").unwrap();
+        let args = json!({
+            "city": "Oslo", "units": "metric", "days": 3, "include": ["wind", "humidity"],
+            "nested": {"b": [1.5, -2, null, true, false], "a": {"deep": "ünïcödé"}},
+            "big": u64::MAX, "neg": i64::MIN
+        });
+        let shared = key(&s, "weather", args.clone());
+        let private = CallKey::compute(
+            &s,
+            "weather",
+            Some(&obj(args)),
+            Partition::Principal(Principal::from_u128(42)),
+        );
+        let empty = CallKey::compute(&s, "t", None, Partition::Shared);
+        assert_eq!(
+            [shared.to_string(), private.to_string(), empty.to_string()],
+            GOLDEN.map(String::from)
+        );
+    }
+
+    proptest! {
+        /// Buffering changes how the bytes reach SipHash, never which bytes: any sequence
+        /// of writes (short ones, and ones longer than the buffer) hashes as if unbuffered.
+        #[test]
+        fn buffered_writes_hash_like_direct_ones(
+            writes in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..600), 0..12)
+        ) {
+            let secret = KeySecret::from_bytes(b"buffered vs direct writes").unwrap();
+            let mut buffered = Buffered::new(secret.hasher());
+            let mut direct = secret.hasher();
+            for bytes in &writes {
+                buffered.write(bytes);
+                direct.write(bytes);
+            }
+            prop_assert_eq!(buffered.finish128(), direct.finish128().as_u128());
+        }
+    }
+
+    const GOLDEN: [&str; 3] = [
+        "e4576864eaf8d856407684f38f9f05f9",
+        "4efca32beb2514ae992258d8c9f9e213",
+        "06ddb5abced618d6ea554b817b855ab7",
+    ];
 
     #[test]
     fn object_key_order_does_not_matter() {
