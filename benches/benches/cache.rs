@@ -11,6 +11,10 @@
 //! - `cache/miss_insert`: a call the cache has never seen, whose result is then stored.
 //!   `ready_service` (the baseline) is the inner service alone; `moka_raw` a raw `get`
 //!   that misses and an `insert`.
+//! - `cache/key`: deriving a call's [`CallKey`] (once per call in the stack, shared by the
+//!   cache and the deduplicator) from `sample_call`'s arguments. `serialize_then_hash` (the
+//!   baseline) is the obvious way: serialize the arguments to canonical JSON (serde_json's
+//!   map is sorted) and hash the bytes with the same keyed SipHash.
 
 use std::{
     sync::{
@@ -26,8 +30,8 @@ use mcp_tower_benches::{
 };
 use mcp_tower_cache::{CacheConfig, CacheLayer, MokaStore, estimate_result_bytes};
 use mcp_tower_core::{
-    CacheScope, CallKey, CallKeyBuildHasher, CallResolver, PolicyDefaults, PolicyTable, ToolCall,
-    ToolOverride,
+    CacheScope, CallKey, CallKeyBuildHasher, CallResolver, KeySecret, Partition, PolicyDefaults,
+    PolicyTable, ToolCall, ToolOverride,
 };
 use rmcp::{
     ErrorData,
@@ -273,5 +277,39 @@ fn miss_insert(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hit_1_thread, hit_2_threads, miss_insert);
+fn key(c: &mut Criterion) {
+    use siphasher::sip128::{Hasher128, SipHasher13};
+    use std::hash::Hasher;
+
+    let secret = KeySecret::from_bytes(b"a configured secret for the bench").expect("secret");
+    let call = sample_call(&resolver());
+    let arguments = call
+        .arguments()
+        .cloned()
+        .expect("sample_call has arguments");
+    let mut group = c.benchmark_group("cache/key");
+    group.bench_function("serialize_then_hash", |b| {
+        b.iter(|| {
+            let json = serde_json::to_vec(std::hint::black_box(&arguments)).expect("json");
+            let mut hasher = SipHasher13::new_with_keys(1, 2);
+            hasher.write(b"weather");
+            hasher.write(&json);
+            hasher.write_u8(0);
+            hasher.finish128().as_u128()
+        })
+    });
+    group.bench_function("call_key", |b| {
+        b.iter(|| {
+            CallKey::compute(
+                &secret,
+                "weather",
+                Some(std::hint::black_box(&arguments)),
+                Partition::Shared,
+            )
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hit_1_thread, hit_2_threads, miss_insert, key);
 criterion_main!(benches);
