@@ -185,16 +185,16 @@ impl LayerReport for CacheHandle {
             "hits": s.hits,
             "misses": s.misses,
             "bypassed": s.bypassed,
-            "hitRatio": s.hit_ratio(),
+            "hit_ratio": s.hit_ratio(),
             "inserts": s.inserts,
-            "skippedTooLarge": s.skipped_too_large,
-            "staleServed": s.stale_served,
+            "skipped_too_large": s.skipped_too_large,
+            "stale_served": s.stale_served,
             "evictions": s.evictions,
             "expirations": s.expirations,
             "entries": s.entries,
-            "weightedBytes": s.weighted_bytes,
-            "maxBytes": s.max_bytes,
-            "maxEntryBytes": self.state.config.max_entry_bytes,
+            "weighted_bytes": s.weighted_bytes,
+            "max_bytes": s.max_bytes,
+            "max_entry_bytes": self.state.config.max_entry_bytes,
         })
     }
 }

@@ -895,7 +895,7 @@ async fn the_handle_reports_figures_and_a_snapshot() {
     );
     let snapshot = f.handle.snapshot();
     assert_eq!(snapshot["hits"], 1);
-    assert_eq!(snapshot["hitRatio"], 0.5);
+    assert_eq!(snapshot["hit_ratio"], 0.5);
     assert_eq!(snapshot["entries"], 1);
 }
 

@@ -532,7 +532,7 @@ async fn the_handle_reports_its_figures() {
     let snapshot = handle.snapshot();
     assert_eq!(snapshot["retries"], 1);
     assert_eq!(snapshot["budget"]["available"], 99);
-    assert_eq!(snapshot["config"]["maxAttempts"], 3);
+    assert_eq!(snapshot["config"]["max_attempts"], 3);
     assert_eq!(handle.healthy(), None);
 }
 
