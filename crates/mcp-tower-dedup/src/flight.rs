@@ -468,6 +468,18 @@ impl FlightState {
         index
     }
 
+    /// Nobody drives the inner future now: wakes every waiting follower (outside the lock,
+    /// which it releases) so that the first to run takes it over. The wakers stay
+    /// registered: those that do not win keep waiting.
+    fn wake_a_new_driver(mut state: MutexGuard<'_, FlightState>) {
+        state.driver = None;
+        let wakers: Vec<Waker> = state.wakers.iter().cloned().collect();
+        drop(state);
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
     /// Takes a follower off the flight; the last one out of a finished flight closes it.
     fn detach(&mut self, slot: &mut Option<usize>) {
         if let Some(index) = slot.take() {
@@ -657,14 +669,9 @@ impl Flight {
             }
         };
         state.stage = Stage::Idle(inner);
-        state.driver = None;
         // The first follower to run takes over; every waiting one is woken so that a slow
         // task does not hold the others up.
-        let wakers: Vec<Waker> = state.wakers.iter().cloned().collect();
-        drop(state);
-        for waker in wakers {
-            waker.wake();
-        }
+        FlightState::wake_a_new_driver(state);
     }
 
     /// After the outcome is set (outside the lock): wakes the waiters and frees the key.
@@ -899,12 +906,7 @@ impl Waiter {
             // The inner future may hold this follower's waker: wake the others, and the
             // first to run takes over. Rare (a driver leaving), so waking all is cheap
             // insurance against a follower whose task is slow to run.
-            state.driver = None;
-            let wakers: Vec<Waker> = state.wakers.iter().cloned().collect();
-            drop(state);
-            for waker in wakers {
-                waker.wake();
-            }
+            FlightState::wake_a_new_driver(state);
         }
     }
 }
