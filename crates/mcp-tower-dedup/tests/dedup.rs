@@ -228,6 +228,60 @@ async fn the_first_caller_going_away_does_not_stop_the_others() {
     assert_eq!(stats.in_flight_keys, 0);
 }
 
+/// A future that counts how often it is polled.
+struct Polls<F> {
+    inner: Pin<Box<F>>,
+    count: Arc<AtomicUsize>,
+}
+
+impl<F: Future> Future for Polls<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<F::Output> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_followers_sleep_until_the_outcome_instead_of_polling_themselves() {
+    let inner = ScriptedService::held();
+    let (service, _handle) = dedup(inner.clone());
+    let polls: Vec<Arc<AtomicUsize>> = (0..17).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let callers: Vec<_> = polls
+        .iter()
+        .map(|count| {
+            tokio::spawn(Polls {
+                inner: Box::pin(service.clone().oneshot(call("read", object!({"q": 9})))),
+                count: Arc::clone(count),
+            })
+        })
+        .collect();
+    inner.wait_for_calls(1).await;
+    // Give the scheduler many turns while the tool is held: a caller that woke itself to
+    // check again (as tower-resilience's coalesce does) would be polled on every one.
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+    for count in &polls {
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "one poll to join, then asleep"
+        );
+    }
+    inner.release(1);
+    for caller in callers {
+        assert_eq!(execution(&within(caller).await.unwrap()), 1);
+    }
+    for count in &polls {
+        assert!(
+            count.load(Ordering::SeqCst) <= 2,
+            "woken once for the outcome"
+        );
+    }
+    assert_eq!(inner.calls(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn when_every_caller_goes_away_the_inner_call_is_dropped() {
     let inner = ScriptedService::held();
