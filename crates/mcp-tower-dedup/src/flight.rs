@@ -221,8 +221,7 @@ impl FlightTable {
             table: Arc::clone(self),
             key,
             id,
-            future: None,
-            done: false,
+            future: Some(Box::pin(NotStarted)),
         };
         (slot, Joined::Leader { lead, token })
     }
@@ -251,13 +250,33 @@ impl FlightTable {
 /// The place of the caller that started a flight: it holds the inner future and polls it
 /// itself until it has the outcome, or until it goes away (then the followers, if any, take
 /// the future over). Dropping it leaves the flight.
+///
+/// 48 bytes, so that the leader's `ResponseFuture` (this and the caller's cancellation
+/// future) stays within the 128 bytes that the compiler moves without a `memcpy` call:
+/// every layer above moves it at least once.
 pub(crate) struct Lead {
     table: Arc<FlightTable>,
     key: CallKey,
     id: u64,
+    /// The inner future ([`NotStarted`] until [`Lead::start`]); `None` once the leader has
+    /// had its outcome or has left.
     future: Option<InnerFuture>,
-    /// Whether the leader has had its outcome or has left.
-    done: bool,
+}
+
+/// The inner future of a flight whose leader has not called the inner service yet. A
+/// zero-sized type: boxing it allocates nothing. Should it ever be polled (a leader that
+/// left before starting, its followers taking over), it ends the flight with an error.
+struct NotStarted;
+
+impl Future for NotStarted {
+    type Output = Outcome;
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Outcome> {
+        Poll::Ready(Err(ErrorData::internal_error(
+            "dedup: the flight's call never started",
+            None,
+        )))
+    }
 }
 
 impl fmt::Debug for Lead {
@@ -265,8 +284,7 @@ impl fmt::Debug for Lead {
         f.debug_struct("Lead")
             .field("key", &self.key)
             .field("flight", &self.id)
-            .field("started", &self.future.is_some())
-            .field("done", &self.done)
+            .field("done", &self.future.is_none())
             .finish()
     }
 }
@@ -274,54 +292,70 @@ impl fmt::Debug for Lead {
 impl Lead {
     /// Hands the leader the inner future.
     pub(crate) fn start(&mut self, inner: InnerFuture) {
-        self.future = Some(inner);
+        if self.future.is_some() {
+            self.future = Some(inner);
+        }
     }
 
     /// The leader's call to the inner service panicked: every waiter gets the error.
     pub(crate) fn fail_to_start(&mut self, payload: Payload) -> Outcome {
-        self.finish(Err(payload))
+        self.finish_panicked(payload)
     }
 
-    /// Polls the inner future; ready with the leader's outcome.
+    /// Polls the inner future; ready with the leader's outcome (once: a later poll answers
+    /// an error and changes nothing).
+    ///
+    /// The outcome goes from the inner future to the caller with as few moves as the
+    /// compiler allows: it is 192 bytes, and each function that hands it on by value may
+    /// copy it (the pass-through cost of a call nobody joins is mostly such copies).
     #[inline]
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
         let Some(inner) = self.future.as_mut() else {
-            // Unreachable: `start` comes first. End the flight rather than hang it.
-            let error =
-                ErrorData::internal_error("dedup: the flight was polled without a call", None);
-            return Poll::Ready(self.finish(Ok(Err(error))));
+            return Poll::Ready(Err(ErrorData::internal_error(
+                "dedup: the flight's leader was polled after its answer",
+                None,
+            )));
         };
         let outcome = match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(outcome)) => Ok(outcome),
-            Err(payload) => Err(payload),
+            Ok(Poll::Ready(outcome)) => outcome,
+            Err(payload) => return Poll::Ready(self.finish_panicked(payload)),
         };
         if let Some(inner) = self.future.take() {
             drop_quietly(inner);
         }
-        Poll::Ready(self.finish(outcome))
+        match self.end() {
+            // Nobody joined: the outcome is the leader's alone.
+            None => Poll::Ready(outcome),
+            Some(flight) => Poll::Ready(flight.finish_by_leader(outcome)),
+        }
     }
 
-    /// Ends the flight with the leader's outcome (or the panic that took its place): frees
-    /// the key, then gives the outcome to the followers, if any. Returns the leader's share.
+    /// Frees the key; returns the flight's shared state if followers joined, else counts
+    /// the flight's end.
     #[inline]
-    fn finish(&mut self, outcome: Result<Outcome, Payload>) -> Outcome {
-        self.done = true;
-        let slot = self.table.remove(&self.key, self.id);
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(payload) => {
-                let tool = slot.as_ref().map_or("?", |slot| &*slot.tool);
-                Err(self.table.panicked(tool, payload))
-            }
-        };
-        match slot.and_then(|slot| slot.flight) {
-            // Nobody joined.
-            None => {
-                self.table.stats.count_end(false);
-                outcome
-            }
-            Some(flight) => flight.finish_by_leader(outcome),
+    fn end(&mut self) -> Option<Arc<Flight>> {
+        let flight = self
+            .table
+            .remove(&self.key, self.id)
+            .and_then(|slot| slot.flight);
+        if flight.is_none() {
+            self.table.stats.count_end(false);
+        }
+        flight
+    }
+
+    /// Ends the flight with the panic of the leader's call: every waiter gets the error.
+    #[cold]
+    fn finish_panicked(&mut self, payload: Payload) -> Outcome {
+        if let Some(inner) = self.future.take() {
+            drop_quietly(inner);
+        }
+        let tool = self.table.tool(&self.key, self.id);
+        let error = Err(self.table.panicked(tool.as_deref().unwrap_or("?"), payload));
+        match self.end() {
+            None => error,
+            Some(flight) => flight.finish_by_leader(error),
         }
     }
 
@@ -339,10 +373,10 @@ impl Lead {
     /// Leaves the flight before its end (the caller cancelled or went away): hands the inner
     /// future to the followers, or drops it (cancelling the work) if there are none.
     fn leave(&mut self) {
-        if mem::replace(&mut self.done, true) {
+        let Some(inner) = self.future.take() else {
+            // Answered, or left already.
             return;
-        }
-        let inner = self.future.take();
+        };
         let stats = &self.table.stats;
         stats.waiters_cancelled.fetch_add(1, Ordering::Relaxed);
         let next = match self.table.entries.entry(self.key) {
@@ -365,9 +399,7 @@ impl Lead {
                     }
                     stats.count_end(true);
                 }
-                if let Some(inner) = inner {
-                    drop_quietly(inner);
-                }
+                drop_quietly(inner);
             }
         }
     }
@@ -601,73 +633,51 @@ impl Flight {
     fn finish_by_leader(&self, outcome: Outcome) -> Outcome {
         let mut state = self.lock();
         state.waiters -= 1;
-        if state.waiters == 0 {
-            // Every follower left meanwhile.
-            state.stage = Stage::Closed;
+        if state.waiters == 0 || !is_shareable(&outcome) {
+            // Every follower left meanwhile; or the response is the leader's own, and the
+            // followers run their own call.
+            let (stage, wakers) = if state.waiters == 0 {
+                (Stage::Closed, Wakers::default())
+            } else {
+                (Stage::LeaderOnly, mem::take(&mut state.wakers))
+            };
+            state.stage = stage;
             drop(state);
             self.table.stats.count_end(false);
+            wakers.wake_all();
             return outcome;
         }
-        let (shared, own) = if is_shareable(&outcome) {
-            let shared = Arc::new(outcome);
-            state.stage = Stage::Shared(Arc::clone(&shared));
-            (Some(shared), None)
-        } else {
-            // The leader's own response: the followers run their own call.
-            state.stage = Stage::LeaderOnly;
-            (None, Some(outcome))
-        };
+        let shared = Arc::new(outcome);
+        state.stage = Stage::Shared(Arc::clone(&shared));
         let wakers = mem::take(&mut state.wakers);
         drop(state);
         self.table.stats.count_end(false);
         wakers.wake_all();
-        match (shared, own) {
-            (_, Some(own)) => own,
-            (Some(shared), None) => Arc::unwrap_or_clone(shared),
-            // Unreachable: one of the two is set.
-            (None, None) => Err(self.cancelled()),
-        }
+        Arc::unwrap_or_clone(shared)
     }
 
     /// The leader has left before the end: the followers take over `inner`, or it is
     /// dropped if they have all left too.
-    fn hand_over(self: &Arc<Self>, inner: Option<InnerFuture>) {
+    fn hand_over(self: &Arc<Self>, inner: InnerFuture) {
         let mut state = self.lock();
         state.waiters -= 1;
         if !matches!(state.stage, Stage::Leading) {
             // Unreachable: only the leader moves the flight on from `Leading`.
             drop(state);
-            if let Some(inner) = inner {
-                drop_quietly(inner);
-            }
+            drop_quietly(inner);
             return;
         }
-        let inner = match inner {
-            Some(inner) if state.waiters > 0 => inner,
-            inner => {
-                // Nobody left to want the outcome (or nothing to run): end the flight.
-                let nobody = state.waiters == 0;
-                let discarded = if nobody {
-                    state.stage = Stage::Closed;
-                    None
-                } else {
-                    state.set_outcome(Err(ErrorData::internal_error(
-                        "dedup: the flight's call never started",
-                        None,
-                    )))
-                };
-                let wakers = mem::take(&mut state.wakers);
-                drop(state);
-                if nobody && let Some(token) = &self.token {
-                    token.cancel();
-                }
-                if let Some(inner) = inner {
-                    drop_quietly(inner);
-                }
-                self.ended(wakers, discarded, nobody);
-                return;
+        if state.waiters == 0 {
+            // Nobody left to want the outcome: end the flight.
+            state.stage = Stage::Closed;
+            drop(state);
+            if let Some(token) = &self.token {
+                token.cancel();
             }
-        };
+            drop_quietly(inner);
+            self.ended(Wakers::default(), None, true);
+            return;
+        }
         state.stage = Stage::Idle(inner);
         // The first follower to run takes over; every waiting one is woken so that a slow
         // task does not hold the others up.
@@ -743,26 +753,16 @@ impl Wakers {
     }
 }
 
-/// What a follower takes from a finished flight, under its lock. Small (no outcome by
-/// value): the outcome itself is made once, outside the lock, straight into the answer.
-enum Share {
+/// What a follower takes from a finished flight. Small (no outcome by value): the outcome
+/// itself is made once, by the caller's future, straight into its answer (a 192-byte
+/// outcome handed up through each function on the way would be copied at every step).
+pub(crate) enum Share {
     /// The shared outcome: the last waiter to let go of it moves it, the others clone it.
     Shared(Arc<Outcome>),
     /// The flight's response belongs to the leader's request alone: run your own call.
     RunOwnCall,
     /// The flight was closed under an attached waiter (unreachable).
     Closed,
-}
-
-impl Share {
-    /// The follower's answer; `None` when it must run its own call.
-    fn into_outcome(self, flight: &Flight) -> Option<Outcome> {
-        match self {
-            Share::Shared(outcome) => Some(Arc::unwrap_or_clone(outcome)),
-            Share::RunOwnCall => None,
-            Share::Closed => Some(Err(flight.cancelled())),
-        }
-    }
 }
 
 /// Whether every waiter may have `outcome`: a complete result (an `isError` one too) or an
@@ -810,9 +810,12 @@ impl Waiter {
     }
 
     /// Drives the flight if it is this follower's turn, else waits for it. Ready with the
-    /// follower's answer, or with `None` when the flight's response was the leader's alone
-    /// and this follower must run its own call.
-    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
+    /// follower's share of the outcome (once: it has left the flight then, and a later poll
+    /// answers [`Share::Closed`]).
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Share> {
+        if !self.attached {
+            return Poll::Ready(Share::Closed);
+        }
         let flight = &*self.flight;
         let mut state = flight.lock();
         if let Some(inner) = state.take_inner(self.slot) {
@@ -823,7 +826,7 @@ impl Waiter {
             Some(share) => {
                 self.attached = false;
                 drop(state);
-                Poll::Ready(share.into_outcome(flight))
+                Poll::Ready(share)
             }
             None => {
                 state.register(&mut self.slot, cx.waker());
@@ -833,7 +836,7 @@ impl Waiter {
     }
 
     /// Polls the inner future (taken out of the flight) on this follower's task.
-    fn drive(&mut self, mut inner: InnerFuture, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
+    fn drive(&mut self, mut inner: InnerFuture, cx: &mut Context<'_>) -> Poll<Share> {
         let outcome = match catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
             Ok(Poll::Pending) => {
                 let mut state = self.flight.lock();
@@ -855,7 +858,7 @@ impl Waiter {
     }
 
     /// Ends the flight with the outcome this follower polled out of it, and takes its share.
-    fn finish(&mut self, outcome: Outcome) -> Option<Outcome> {
+    fn finish(&mut self, outcome: Outcome) -> Share {
         let flight = &*self.flight;
         let mut state = flight.lock();
         let discarded = state.set_outcome(outcome);
@@ -866,7 +869,7 @@ impl Waiter {
         let wakers = mem::take(&mut state.wakers);
         drop(state);
         flight.ended(wakers, discarded, false);
-        share.into_outcome(flight)
+        share
     }
 
     /// Leaves the flight before getting its outcome (the caller cancelled or went away).
@@ -965,9 +968,9 @@ mod tests {
         }
     }
 
-    fn follower_text(answer: Poll<Option<Outcome>>) -> String {
+    fn follower_text(answer: Poll<Share>) -> String {
         match answer {
-            Poll::Ready(Some(outcome)) => text(Poll::Ready(outcome)),
+            Poll::Ready(Share::Shared(outcome)) => text(Poll::Ready(Arc::unwrap_or_clone(outcome))),
             _ => panic!("expected the follower's answer"),
         }
     }
@@ -1038,6 +1041,46 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(text(leader.poll(&mut cx)), "alone");
         assert_eq!(table.len(), 0, "the key is free");
+        assert_eq!(table.stats.in_flight(), 0);
+    }
+
+    #[test]
+    fn polled_again_after_the_answer_a_leader_and_a_follower_answer_an_error_and_change_nothing() {
+        let table = table();
+        let call = ToolCall::with_resolver("read", object!({"q": 6}), resolver());
+        let mut leader = lead(&table, &call);
+        let mut follower = follow(&table, &call);
+        leader.start(Box::pin(std::future::ready(result("once"))));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert_eq!(text(leader.poll(&mut cx)), "once");
+        assert_eq!(follower_text(follower.poll(&mut cx)), "once");
+        let ended = table.stats.flights_ended.load(Ordering::Relaxed);
+
+        assert!(matches!(leader.poll(&mut cx), Poll::Ready(Err(_))));
+        assert!(matches!(follower.poll(&mut cx), Poll::Ready(Share::Closed)));
+        drop((leader, follower));
+        assert_eq!(table.stats.flights_ended.load(Ordering::Relaxed), ended);
+        assert_eq!(table.stats.waiters_cancelled.load(Ordering::Relaxed), 0);
+        assert_eq!(table.stats.followers_served.load(Ordering::Relaxed), 1);
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn a_leader_that_leaves_before_starting_gives_its_followers_an_error() {
+        let table = table();
+        let call = ToolCall::with_resolver("read", object!({"q": 7}), resolver());
+        let leader = lead(&table, &call);
+        let mut follower = follow(&table, &call);
+        drop(leader);
+        let mut cx = Context::from_waker(Waker::noop());
+        match follower.poll(&mut cx) {
+            Poll::Ready(Share::Shared(outcome)) => {
+                let error = Arc::unwrap_or_clone(outcome).unwrap_err();
+                assert!(error.message.contains("never started"), "{error:?}");
+            }
+            _ => panic!("expected the flight's error"),
+        }
+        assert_eq!(table.len(), 0);
         assert_eq!(table.stats.in_flight(), 0);
     }
 

@@ -4,6 +4,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
 };
 
@@ -13,7 +14,7 @@ use rmcp::ErrorData;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_service::Service;
 
-use crate::flight::{Lead, Outcome, Waiter};
+use crate::flight::{Lead, Outcome, Share, Waiter};
 
 pin_project! {
     /// The future of a [`Dedup`](crate::Dedup) call: the inner service's own future for a
@@ -142,9 +143,10 @@ where
                         state.set(State::Done);
                         return Poll::Ready(Err(error));
                     }
-                    let outcome = ready!(lead.poll(cx));
-                    state.set(State::Done);
-                    return Poll::Ready(outcome);
+                    // Straight from the inner future to the caller (no `Done` in between:
+                    // the outcome would wait in a local while the state is replaced, and
+                    // be copied once more). A finished lead answers an error if polled again.
+                    return lead.poll(cx);
                 }
                 StateProj::Answered { outcome } => {
                     let outcome = outcome.take();
@@ -170,9 +172,20 @@ where
                         state.set(State::Done);
                         return Poll::Ready(Err(error));
                     }
-                    let Some(outcome) = ready!(waiter.poll(cx)) else {
+                    match ready!(waiter.poll(cx)) {
+                        // The outcome is made here, in the answer (the last follower out moves
+                        // it, the others clone it). The waiter has left the flight; polled
+                        // again, it answers `Closed`.
+                        Share::Shared(outcome) => {
+                            return Poll::Ready(Arc::unwrap_or_clone(outcome));
+                        }
+                        Share::Closed => {
+                            let error = waiter.flight().cancelled();
+                            state.set(State::Done);
+                            return Poll::Ready(Err(error));
+                        }
                         // Told to run its own call: only followers are, and they have one.
-                        match (own_call.take(), waiter.own_service::<S>()) {
+                        Share::RunOwnCall => match (own_call.take(), waiter.own_service::<S>()) {
                             (Some(call), Some(service)) => {
                                 state.set(State::Ready {
                                     service,
@@ -187,10 +200,8 @@ where
                                     None,
                                 )));
                             }
-                        }
-                    };
-                    state.set(State::Done);
-                    return Poll::Ready(outcome);
+                        },
+                    }
                 }
                 StateProj::Ready { service, call } => {
                     if let Err(error) = ready!(service.poll_ready(cx)) {
@@ -210,5 +221,42 @@ where
                 StateProj::Done => panic!("dedup ResponseFuture polled after completion"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A service whose own future is small (boxed), so that the flight's states decide the
+    /// size of [`ResponseFuture`].
+    #[derive(Clone)]
+    struct Boxed;
+
+    impl Service<ToolCall> for Boxed {
+        type Response = CallToolResponse;
+        type Error = ErrorData;
+        type Future = Pin<Box<dyn Future<Output = Result<CallToolResponse, ErrorData>> + Send>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ErrorData>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _call: ToolCall) -> Self::Future {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// Every layer above moves a call's future at least once (into `Oneshot`, into
+    /// `join_all`'s slots, ...). Up to 128 bytes the compiler does it inline; past that it
+    /// calls `memcpy`, which cost three more calls per caller in `dedup/followers_16` when
+    /// this future was 144 bytes.
+    #[test]
+    fn a_flight_future_is_at_most_128_bytes() {
+        assert!(
+            std::mem::size_of::<ResponseFuture<Boxed>>() <= 128,
+            "{} bytes",
+            std::mem::size_of::<ResponseFuture<Boxed>>()
+        );
     }
 }
