@@ -17,10 +17,17 @@
 //!   waits at a gate that opens only once every caller has been polled (joined), so each
 //!   burst measures one execution shared by N + 1 callers, not timing luck. All callers are
 //!   polled by one task (`join_all`) on one thread, the same way for every contender.
+//!   `dedup/followers_0` is the leader alone through the same gate: a burst's time minus
+//!   this, divided by N, is the cost of one follower.
 //! - `dedup/followers_256_tasks`: the same with each caller its own task on two worker
 //!   threads, as rmcp runs requests (task spawns included, the same for every contender).
+//! - `dedup/followers_16_slow_tool_cpu`: 16 followers as tasks, on a tool that takes 1 ms
+//!   once every caller has joined (a tokio timer: the tool itself uses no CPU). The figure
+//!   is **CPU time**, not wall time: what the two worker threads spent on the burst
+//!   (`/proc/self/task/*/schedstat`), i.e. what waiting costs a server that has other work.
 
 use std::{
+    fs,
     future::{Future, poll_fn},
     pin::Pin,
     sync::{
@@ -305,6 +312,7 @@ fn followers(c: &mut Criterion) {
     let rt_2 = runtime_2();
     let resolver = weather_resolver(true);
     let cases = [
+        ("dedup/followers_0", 0, Callers::OneTask, &rt_1),
         ("dedup/followers_1", 1, Callers::OneTask, &rt_1),
         ("dedup/followers_16", 16, Callers::OneTask, &rt_1),
         ("dedup/followers_256", 256, Callers::OneTask, &rt_1),
@@ -359,5 +367,146 @@ fn followers(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, passthrough, passthrough_prepared, followers);
+/// How long the slow tool takes once every caller has joined.
+const SLOW_TOOL: Duration = Duration::from_millis(1);
+
+/// The gated service, then [`SLOW_TOOL`] more on a timer (no CPU of its own).
+#[derive(Clone)]
+struct SlowService(GatedService);
+
+impl Service<ToolCall> for SlowService {
+    type Response = CallToolResponse;
+    type Error = ErrorData;
+    type Future = Pin<Box<dyn Future<Output = Result<CallToolResponse, ErrorData>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, call: ToolCall) -> Self::Future {
+        let gated = self.0.call(call);
+        Box::pin(async move {
+            let outcome = gated.await;
+            tokio::time::sleep(SLOW_TOOL).await;
+            outcome
+        })
+    }
+}
+
+/// The name of the slow-tool runtime's worker threads (at most 15 bytes: Linux's limit).
+const WORKER: &str = "burst-worker";
+
+/// CPU time the [`WORKER`] threads have used so far (nanoseconds on CPU, from
+/// `/proc/self/task/<tid>/schedstat`). Linux only, as the CI and bench machines are.
+fn worker_cpu() -> Duration {
+    let mut total = 0u64;
+    let tasks = fs::read_dir("/proc/self/task").expect("/proc/self/task (Linux)");
+    for task in tasks.flatten() {
+        let path = task.path();
+        let is_worker =
+            fs::read_to_string(path.join("comm")).is_ok_and(|name| name.trim_end() == WORKER);
+        if !is_worker {
+            continue;
+        }
+        if let Ok(stat) = fs::read_to_string(path.join("schedstat"))
+            && let Some(on_cpu) = stat.split_whitespace().next()
+        {
+            total += on_cpu.parse::<u64>().unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(total)
+}
+
+/// Like [`time_bursts`] with callers as tasks, but returns the CPU time the worker threads
+/// spent, not the wall time.
+fn cpu_of_bursts<F, M>(
+    rt: &tokio::runtime::Runtime,
+    iters: u64,
+    n: usize,
+    resolver: &Arc<CallResolver>,
+    gate: &Gate,
+    mut callers: M,
+) -> Duration
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+    M: FnMut(ToolCall) -> F,
+{
+    rt.block_on(async {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let futures: Vec<F> = (0..=n).map(|_| callers(prepared_call(resolver))).collect();
+            let before = worker_cpu();
+            burst(futures, gate, Callers::Tasks).await;
+            total += worker_cpu().saturating_sub(before);
+        }
+        assert!(
+            total > Duration::ZERO,
+            "no CPU time read for the {WORKER} threads"
+        );
+        total
+    })
+}
+
+fn slow_tool(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(WORKER)
+        .enable_time()
+        .build()
+        .expect("tokio runtime");
+
+    let resolver = weather_resolver(true);
+    let n = 16;
+    let mut group = c.benchmark_group("dedup/followers_16_slow_tool_cpu");
+    group.sample_size(20);
+
+    group.bench_function("dedup", |b| {
+        let gate = Arc::new(Gate::default());
+        let layer = DedupLayer::default();
+        let handle = layer.handle();
+        let service = layer.layer(SlowService(GatedService::new(Arc::clone(&gate))));
+        b.iter_custom(|iters| {
+            cpu_of_bursts(&rt, iters, n, &resolver, &gate, |call| {
+                service.clone().oneshot(call)
+            })
+        });
+        let stats = handle.stats();
+        assert_eq!(stats.followers_served, stats.flights * n as u64);
+    });
+
+    group.bench_function("async_singleflight", |b| {
+        let gate = Arc::new(Gate::default());
+        let inner = SlowService(GatedService::new(Arc::clone(&gate)));
+        let flights: Arc<Group<CallKey, CallToolResponse, ErrorData, CallKeyBuildHasher>> =
+            Arc::new(Group::new());
+        b.iter_custom(|iters| {
+            cpu_of_bursts(&rt, iters, n, &resolver, &gate, |call| {
+                let flights = Arc::clone(&flights);
+                let execution = inner.clone().oneshot(call.clone());
+                async move { flights.work(&call.key(), execution).await }
+            })
+        });
+    });
+
+    group.bench_function("coalesce", |b| {
+        let gate = Arc::new(Gate::default());
+        let service = CoalesceLayer::new(|call: &ToolCall| call.key())
+            .layer(SlowService(GatedService::new(Arc::clone(&gate))));
+        b.iter_custom(|iters| {
+            cpu_of_bursts(&rt, iters, n, &resolver, &gate, |call| {
+                service.clone().oneshot(call)
+            })
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    passthrough,
+    passthrough_prepared,
+    followers,
+    slow_tool
+);
 criterion_main!(benches);
