@@ -281,8 +281,18 @@ where
     }
 }
 
-/// Times bursts of `n + 1` identical calls through `callers` (which turns prepared calls
-/// into the contender's futures).
+/// What a burst's figure is.
+#[derive(Clone, Copy)]
+enum Measure {
+    /// Wall time, from the first poll to the last answer.
+    Wall,
+    /// CPU time of the runtime's [`WORKER`] threads over the burst.
+    WorkerCpu,
+}
+
+/// Measures bursts of `n + 1` identical calls through `callers` (which turns prepared calls
+/// into the contender's futures); the calls are built outside the measured part.
+#[allow(clippy::too_many_arguments)]
 fn time_bursts<F, M>(
     rt: &tokio::runtime::Runtime,
     iters: u64,
@@ -290,6 +300,7 @@ fn time_bursts<F, M>(
     resolver: &Arc<CallResolver>,
     gate: &Gate,
     mode: Callers,
+    measure: Measure,
     mut callers: M,
 ) -> Duration
 where
@@ -301,16 +312,84 @@ where
         let mut total = Duration::ZERO;
         for _ in 0..iters {
             let futures: Vec<F> = (0..=n).map(|_| callers(prepared_call(resolver))).collect();
-            total += burst(futures, gate, mode).await;
+            let cpu_before = matches!(measure, Measure::WorkerCpu).then(worker_cpu);
+            let elapsed = burst(futures, gate, mode).await;
+            total += match cpu_before {
+                None => elapsed,
+                Some(before) => worker_cpu().saturating_sub(before),
+            };
         }
+        assert!(total > Duration::ZERO, "nothing measured");
         total
     })
+}
+
+/// One group: this layer, `async_singleflight` and coalesce, each over its own inner
+/// service from `inner` (given the gate its calls wait at).
+fn contenders<S>(
+    c: &mut Criterion,
+    name: &str,
+    (n, mode, measure): (usize, Callers, Measure),
+    rt: &tokio::runtime::Runtime,
+    inner: impl Fn(Arc<Gate>) -> S,
+) where
+    S: Service<ToolCall, Response = CallToolResponse, Error = ErrorData> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let resolver = weather_resolver(true);
+    let mut group = c.benchmark_group(name);
+    if matches!(measure, Measure::WorkerCpu) {
+        group.sample_size(20);
+    }
+
+    group.bench_function("dedup", |b| {
+        let gate = Arc::new(Gate::default());
+        let layer = DedupLayer::default();
+        let handle = layer.handle();
+        let service = layer.layer(inner(Arc::clone(&gate)));
+        b.iter_custom(|iters| {
+            time_bursts(rt, iters, n, &resolver, &gate, mode, measure, |call| {
+                service.clone().oneshot(call)
+            })
+        });
+        let stats = handle.stats();
+        assert_eq!(
+            stats.followers_served,
+            stats.flights * n as u64,
+            "one execution per burst"
+        );
+    });
+
+    group.bench_function("async_singleflight", |b| {
+        let gate = Arc::new(Gate::default());
+        let inner = inner(Arc::clone(&gate));
+        let flights: Arc<Group<CallKey, CallToolResponse, ErrorData, CallKeyBuildHasher>> =
+            Arc::new(Group::new());
+        b.iter_custom(|iters| {
+            time_bursts(rt, iters, n, &resolver, &gate, mode, measure, |call| {
+                let flights = Arc::clone(&flights);
+                let execution = inner.clone().oneshot(call.clone());
+                async move { flights.work(&call.key(), execution).await }
+            })
+        });
+    });
+
+    group.bench_function("coalesce", |b| {
+        let gate = Arc::new(Gate::default());
+        let service =
+            CoalesceLayer::new(|call: &ToolCall| call.key()).layer(inner(Arc::clone(&gate)));
+        b.iter_custom(|iters| {
+            time_bursts(rt, iters, n, &resolver, &gate, mode, measure, |call| {
+                service.clone().oneshot(call)
+            })
+        });
+    });
+    group.finish();
 }
 
 fn followers(c: &mut Criterion) {
     let rt_1 = runtime_1();
     let rt_2 = runtime_2();
-    let resolver = weather_resolver(true);
     let cases = [
         ("dedup/followers_0", 0, Callers::OneTask, &rt_1),
         ("dedup/followers_1", 1, Callers::OneTask, &rt_1),
@@ -319,51 +398,7 @@ fn followers(c: &mut Criterion) {
         ("dedup/followers_256_tasks", 256, Callers::Tasks, &rt_2),
     ];
     for (name, n, mode, rt) in cases {
-        let mut group = c.benchmark_group(name);
-
-        group.bench_function("dedup", |b| {
-            let gate = Arc::new(Gate::default());
-            let layer = DedupLayer::default();
-            let handle = layer.handle();
-            let service = layer.layer(GatedService::new(Arc::clone(&gate)));
-            b.iter_custom(|iters| {
-                time_bursts(rt, iters, n, &resolver, &gate, mode, |call| {
-                    service.clone().oneshot(call)
-                })
-            });
-            let stats = handle.stats();
-            assert_eq!(
-                stats.followers_served,
-                stats.flights * n as u64,
-                "one execution per burst"
-            );
-        });
-
-        group.bench_function("async_singleflight", |b| {
-            let gate = Arc::new(Gate::default());
-            let inner = GatedService::new(Arc::clone(&gate));
-            let flights: Arc<Group<CallKey, CallToolResponse, ErrorData, CallKeyBuildHasher>> =
-                Arc::new(Group::new());
-            b.iter_custom(|iters| {
-                time_bursts(rt, iters, n, &resolver, &gate, mode, |call| {
-                    let flights = Arc::clone(&flights);
-                    let execution = inner.clone().oneshot(call.clone());
-                    async move { flights.work(&call.key(), execution).await }
-                })
-            });
-        });
-
-        group.bench_function("coalesce", |b| {
-            let gate = Arc::new(Gate::default());
-            let service = CoalesceLayer::new(|call: &ToolCall| call.key())
-                .layer(GatedService::new(Arc::clone(&gate)));
-            b.iter_custom(|iters| {
-                time_bursts(rt, iters, n, &resolver, &gate, mode, |call| {
-                    service.clone().oneshot(call)
-                })
-            });
-        });
-        group.finish();
+        contenders(c, name, (n, mode, Measure::Wall), rt, GatedService::new);
     }
 }
 
@@ -417,37 +452,6 @@ fn worker_cpu() -> Duration {
     Duration::from_nanos(total)
 }
 
-/// Like [`time_bursts`] with callers as tasks, but returns the CPU time the worker threads
-/// spent, not the wall time.
-fn cpu_of_bursts<F, M>(
-    rt: &tokio::runtime::Runtime,
-    iters: u64,
-    n: usize,
-    resolver: &Arc<CallResolver>,
-    gate: &Gate,
-    mut callers: M,
-) -> Duration
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-    M: FnMut(ToolCall) -> F,
-{
-    rt.block_on(async {
-        let mut total = Duration::ZERO;
-        for _ in 0..iters {
-            let futures: Vec<F> = (0..=n).map(|_| callers(prepared_call(resolver))).collect();
-            let before = worker_cpu();
-            burst(futures, gate, Callers::Tasks).await;
-            total += worker_cpu().saturating_sub(before);
-        }
-        assert!(
-            total > Duration::ZERO,
-            "no CPU time read for the {WORKER} threads"
-        );
-        total
-    })
-}
-
 fn slow_tool(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -455,51 +459,13 @@ fn slow_tool(c: &mut Criterion) {
         .enable_time()
         .build()
         .expect("tokio runtime");
-
-    let resolver = weather_resolver(true);
-    let n = 16;
-    let mut group = c.benchmark_group("dedup/followers_16_slow_tool_cpu");
-    group.sample_size(20);
-
-    group.bench_function("dedup", |b| {
-        let gate = Arc::new(Gate::default());
-        let layer = DedupLayer::default();
-        let handle = layer.handle();
-        let service = layer.layer(SlowService(GatedService::new(Arc::clone(&gate))));
-        b.iter_custom(|iters| {
-            cpu_of_bursts(&rt, iters, n, &resolver, &gate, |call| {
-                service.clone().oneshot(call)
-            })
-        });
-        let stats = handle.stats();
-        assert_eq!(stats.followers_served, stats.flights * n as u64);
-    });
-
-    group.bench_function("async_singleflight", |b| {
-        let gate = Arc::new(Gate::default());
-        let inner = SlowService(GatedService::new(Arc::clone(&gate)));
-        let flights: Arc<Group<CallKey, CallToolResponse, ErrorData, CallKeyBuildHasher>> =
-            Arc::new(Group::new());
-        b.iter_custom(|iters| {
-            cpu_of_bursts(&rt, iters, n, &resolver, &gate, |call| {
-                let flights = Arc::clone(&flights);
-                let execution = inner.clone().oneshot(call.clone());
-                async move { flights.work(&call.key(), execution).await }
-            })
-        });
-    });
-
-    group.bench_function("coalesce", |b| {
-        let gate = Arc::new(Gate::default());
-        let service = CoalesceLayer::new(|call: &ToolCall| call.key())
-            .layer(SlowService(GatedService::new(Arc::clone(&gate))));
-        b.iter_custom(|iters| {
-            cpu_of_bursts(&rt, iters, n, &resolver, &gate, |call| {
-                service.clone().oneshot(call)
-            })
-        });
-    });
-    group.finish();
+    contenders(
+        c,
+        "dedup/followers_16_slow_tool_cpu",
+        (16, Callers::Tasks, Measure::WorkerCpu),
+        &rt,
+        |gate| SlowService(GatedService::new(gate)),
+    );
 }
 
 criterion_group!(
