@@ -16,8 +16,8 @@
 //!
 //! Failures an MCP client sees: a tool result with `isError: true` for the request's own
 //! problems (unknown host, no such file, file too large, command refused); a JSON-RPC error
-//! `-32053` (upstream unavailable, transient) when the host cannot be reached, its host key
-//! is rejected, the login fails or the connection drops mid-call; `-32052` (timed out) when a
+//! `-31053` (upstream unavailable, transient) when the host cannot be reached, its host key
+//! is rejected, the login fails or the connection drops mid-call; `-31052` (timed out) when a
 //! command outlives `exec_timeout` (its channel is then closed).
 
 use std::path::Path;

@@ -118,7 +118,7 @@ fn cache_hit(result: &CallToolResult) -> bool {
     result
         .meta
         .as_ref()
-        .and_then(|m| m.0.get("mcp-tower/cache"))
+        .and_then(|m| m.0.get("io.github.mcp-tower/cache"))
         .and_then(|c| c.get("hit"))
         .and_then(Value::as_bool)
         .unwrap_or(false)
@@ -302,7 +302,7 @@ async fn unreachable_hosts_are_transient_upstream_errors_without_secrets() {
     .await
     .unwrap_err();
     let text = format!("{err:?} {err}");
-    assert!(text.contains("-32053"), "upstream unavailable: {text}");
+    assert!(text.contains("-31053"), "upstream unavailable: {text}");
     assert!(text.contains("host key of `box`"), "{text}");
     assert!(!text.contains("pw-never-shown"), "{text}");
     assert_eq!(s.server.stats().logins, 0);

@@ -26,14 +26,14 @@
 //! - **Queueing**: a call that cannot run at once waits, first come first served (a
 //!   newcomer never overtakes a queued call), in the queue of the limit it waits for. Each
 //!   queue holds at most `max_queued` calls; a call that finds it full is turned away at
-//!   once with the core **busy** error (`-32050`). A call waits at most `queue_timeout`
+//!   once with the core **busy** error (`-31050`). A call waits at most `queue_timeout`
 //!   (default 5 s, counted from its arrival in the stack) in all, then gets the
-//!   **queue-timeout** error (`-32051`). Both carry a
+//!   **queue-timeout** error (`-31051`). Both carry a
 //!   retry hint (`data.retryAfterMs`) that grows with the backlog. No call hangs, and the
 //!   memory a flood takes is bounded.
 //! - **Cancellation**: rmcp does not drop a handler's future when the client sends
 //!   `notifications/cancelled`; it cancels the request's token. A queued call watches that
-//!   token and leaves the queue when it fires (with the **cancelled** error, `-32055`),
+//!   token and leaves the queue when it fires (with the **cancelled** error, `-31055`),
 //!   freeing its place; a dropped future leaves the same way. A call whose token is already
 //!   cancelled never queues.
 //! - **Run-time limits**: [`ConcurrencyHandle::set_limit`] grows or shrinks the global or a

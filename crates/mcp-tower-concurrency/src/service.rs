@@ -35,7 +35,7 @@ use crate::{
 ///
 /// So the service always looks ready, and the back-pressure it applies is explicit instead:
 /// a call that cannot run at once waits in a bounded queue for at most `queue_timeout`, and
-/// is turned away at once with the busy error (`-32050`, with a `retryAfterMs` hint) when
+/// is turned away at once with the busy error (`-31050`, with a `retryAfterMs` hint) when
 /// the queue is full. A caller never hangs, and the memory a flood of calls takes is
 /// bounded by `max_queued`. (rmcp spawns a task per request and has no readiness to
 /// propagate to the transport, so an honest `Pending` here would only park that task

@@ -5,7 +5,7 @@
 //! on, and `data` naming the layer:
 //!
 //! ```json
-//! {"code": -32050, "message": "tool `search` is busy: 8 calls in flight and 64 queued; retry in 250 ms",
+//! {"code": -31050, "message": "tool `search` is busy: 8 calls in flight and 64 queued; retry in 250 ms",
 //!  "data": {"layer": "concurrency", "kind": "busy", "tool": "search", "retryAfterMs": 250, "transient": false}}
 //! ```
 //!
@@ -17,22 +17,54 @@ use std::{borrow::Cow, fmt, time::Duration};
 use rmcp::{ErrorData, model::ErrorCode};
 use serde_json::{Map, Value, json};
 
-/// The JSON-RPC error codes of mcp-tower's own errors (in the server-defined range).
+/// The JSON-RPC error codes of mcp-tower's own errors.
+///
+/// They sit **outside** the JSON-RPC reserved range `-32768..=-32000`, as JSON-RPC 2.0 and
+/// the MCP specification (2026-07-28, "Error Codes") ask of implementation-defined codes:
+/// the spec reserves `-32020..=-32099` for codes it defines itself (implementations MUST NOT
+/// emit others there) and calls `-32000..=-32019` legacy. mcp-tower's codes are
+/// `-31050..=-31059`; they are stable across releases (`docs/errors.md` lists each with its
+/// `data`). Before 0.2 they were `-32050..=-32055`.
 pub mod codes {
     use rmcp::model::ErrorCode;
 
     /// A limit is reached and the call was not queued (or the queue is full).
-    pub const BUSY: ErrorCode = ErrorCode(-32050);
+    pub const BUSY: ErrorCode = ErrorCode(-31050);
     /// The call waited in a queue for longer than allowed.
-    pub const QUEUE_TIMEOUT: ErrorCode = ErrorCode(-32051);
+    pub const QUEUE_TIMEOUT: ErrorCode = ErrorCode(-31051);
     /// One attempt of the call took longer than its timeout.
-    pub const TIMED_OUT: ErrorCode = ErrorCode(-32052);
+    pub const TIMED_OUT: ErrorCode = ErrorCode(-31052);
     /// The upstream (MCP server, SSH host) could not be reached or went away.
-    pub const UPSTREAM_UNAVAILABLE: ErrorCode = ErrorCode(-32053);
+    pub const UPSTREAM_UNAVAILABLE: ErrorCode = ErrorCode(-31053);
     /// Every allowed attempt failed.
-    pub const RETRIES_EXHAUSTED: ErrorCode = ErrorCode(-32054);
+    pub const RETRIES_EXHAUSTED: ErrorCode = ErrorCode(-31054);
     /// The caller cancelled the call.
-    pub const CANCELLED: ErrorCode = ErrorCode(-32055);
+    pub const CANCELLED: ErrorCode = ErrorCode(-31055);
+
+    /// Every code mcp-tower defines, in order.
+    pub const ALL: [ErrorCode; 6] = [
+        BUSY,
+        QUEUE_TIMEOUT,
+        TIMED_OUT,
+        UPSTREAM_UNAVAILABLE,
+        RETRIES_EXHAUSTED,
+        CANCELLED,
+    ];
+
+    /// The codes inside the reserved range that a specification defines, and so may be
+    /// emitted: JSON-RPC 2.0's five (`-32700`, `-32600`, `-32601`, `-32602`, `-32603`) and
+    /// MCP's (`-32002` resource not found, legacy; `-32020` header mismatch; `-32021`
+    /// missing required client capability; `-32022` unsupported protocol version; `-32042`
+    /// URL elicitation required).
+    pub const SPEC_DEFINED: [i32; 10] = [
+        -32700, -32600, -32601, -32602, -32603, -32002, -32020, -32021, -32022, -32042,
+    ];
+
+    /// Whether `code` may be emitted: outside `-32768..=-32000`, or one a specification
+    /// defines there ([`SPEC_DEFINED`]).
+    pub fn is_allowed(code: ErrorCode) -> bool {
+        !(-32768..=-32000).contains(&code.0) || SPEC_DEFINED.contains(&code.0)
+    }
 }
 
 /// The layer that raised an error (the `layer` field of its `data`).
@@ -515,9 +547,38 @@ mod tests {
             assert_eq!(data["layer"], layer);
             assert_eq!(is_transient(&err), transient, "{err:?}");
             assert!(!err.message.is_empty());
+            assert!(
+                codes::is_allowed(err.code),
+                "{:?} emits {} inside the JSON-RPC reserved range",
+                kind,
+                err.code.0
+            );
             codes.insert(err.code.0);
         }
         assert_eq!(codes.len(), 7, "each kind has its own code");
+    }
+
+    #[test]
+    fn our_codes_are_outside_the_reserved_range_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for code in codes::ALL {
+            assert!(
+                !(-32768..=-32000).contains(&code.0),
+                "{} is in the JSON-RPC reserved range",
+                code.0
+            );
+            assert!(codes::is_allowed(code));
+            assert!(seen.insert(code.0), "{} is used twice", code.0);
+        }
+        // The check itself: a made-up code in the range is refused, a spec-defined one and
+        // one outside the range are allowed.
+        assert!(!codes::is_allowed(ErrorCode(-32050)));
+        assert!(!codes::is_allowed(ErrorCode(-32000)));
+        assert!(!codes::is_allowed(ErrorCode(-32768)));
+        assert!(codes::is_allowed(ErrorCode::INVALID_PARAMS));
+        assert!(codes::is_allowed(ErrorCode(-32042)));
+        assert!(codes::is_allowed(ErrorCode(-31999)));
+        assert!(codes::is_allowed(ErrorCode(-32769)));
     }
 
     #[test]

@@ -42,6 +42,7 @@ mod call;
 pub mod error;
 mod handler;
 mod key;
+pub mod meta;
 mod partition;
 mod policy;
 mod report;
