@@ -64,7 +64,8 @@ async fn tour(client: &RunningService<RoleClient, ()>) {
     // weather is read-only: the same call again is served by the stack's cache, marked so.
     let again = call(client, "weather", json!({"city": "Oslo"})).await;
     assert_eq!(again.structured_content, weather.structured_content);
-    let marker = &again.meta.as_ref().expect("a cache hit carries _meta").0["mcp-tower/cache"];
+    let marker =
+        &again.meta.as_ref().expect("a cache hit carries _meta").0["io.github.mcp-tower/cache"];
     assert_eq!(marker["hit"], true, "{marker}");
 
     let fx = call(client, "fx_rate", json!({"from": "EUR", "to": "NOK"})).await;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// [cache]
 /// max_bytes = 67108864        # 64 MiB in total
 /// max_entry_bytes = 1048576   # results above 1 MiB are not cached
-/// mark_hits = true            # add "mcp-tower/cache" to the `_meta` of a hit
+/// mark_hits = true            # add "io.github.mcp-tower/cache" to the `_meta` of a hit
 /// stale_if_error = "5m"       # serve an expired result for 5 minutes if its refresh fails
 /// ```
 ///
@@ -30,7 +30,7 @@ pub struct CacheConfig {
     /// The largest result that is cached, in bytes; larger ones are returned but not
     /// stored (counted as `skipped_too_large`). Default 1 MiB.
     pub max_entry_bytes: u64,
-    /// Whether a hit carries `"mcp-tower/cache": {"hit": true, "ageMs": N}` in its result's
+    /// Whether a hit carries `"io.github.mcp-tower/cache": {"hit": true, "ageMs": N}` in its result's
     /// `_meta`. Default `true`.
     pub mark_hits: bool,
     /// Stale-if-error: for this long after a result expires, a failed refresh (an error,

@@ -12,8 +12,8 @@ use tokio::time::Instant;
 
 use crate::state::ToolSlot;
 
-/// The key a hit's marker has in the result's `_meta`.
-pub const CACHE_META_KEY: &str = "mcp-tower/cache";
+/// The key a hit's marker has in the result's `_meta` (see [`mcp_tower_core::meta`]).
+pub const CACHE_META_KEY: &str = mcp_tower_core::meta::CACHE;
 
 /// One cached result: the complete `CallToolResult` of a successful call, when it was
 /// stored, until when it is fresh, and (with stale-if-error) until when it may still stand

@@ -26,7 +26,7 @@
 //! - **How much**: [`CacheConfig::max_bytes`] in total, by the estimated size of each
 //!   result ([`estimate_result_bytes`]), not by entry count.
 //!
-//! A hit's result carries `"mcp-tower/cache": {"hit": true, "ageMs": N}` in its `_meta`
+//! A hit's result carries `"io.github.mcp-tower/cache": {"hit": true, "ageMs": N}` in its `_meta`
 //! ([`CacheConfig::mark_hits`]); the stored entry is never modified.
 //!
 //! With [stale-if-error](CacheConfig::stale_if_error) on, a failed refresh of a recently

@@ -7,11 +7,11 @@ use rmcp::{
     ErrorData,
     model::{CallToolResponse, CallToolResult},
 };
-use serde_json::Value;
 
 /// The `_meta` key under which the cache layer marks a result it served:
-/// `"mcp-tower/cache": {"hit": true, ...}`.
-pub const CACHE_META_KEY: &str = "mcp-tower/cache";
+/// `"io.github.mcp-tower/cache": {"hit": true, ...}` (the pre-0.2 key `mcp-tower/cache` is
+/// still recognised; see [`mcp_tower_core::meta`]).
+pub const CACHE_META_KEY: &str = mcp_tower_core::meta::CACHE;
 
 /// How a tool call ended: the `outcome` label of `mcp_tool_calls_total` and
 /// `mcp_tool_call_duration_seconds`. The set is closed, so the label stays bounded.
@@ -20,7 +20,7 @@ pub const CACHE_META_KEY: &str = "mcp-tower/cache";
 /// |---|---|
 /// | `ok` | a result without `isError`; also an `InputRequired` or `Task` response (the server answered without error; the tool's final result comes in a later call) |
 /// | `tool_error` | a result with `isError: true` (the tool failed and said so) |
-/// | `cache_hit` | a result the cache layer served (its `_meta` holds `"mcp-tower/cache": {"hit": true}`) |
+/// | `cache_hit` | a result the cache layer served (its `_meta` holds `"io.github.mcp-tower/cache": {"hit": true}`) |
 /// | `rejected` | our concurrency limit refused the call ([`ErrorKind::Busy`], [`ErrorKind::QueueTimeout`]) |
 /// | `timeout` | an attempt timed out ([`ErrorKind::TimedOut`]), or retries ran out and the last attempt timed out |
 /// | `cancelled` | the client cancelled ([`ErrorKind::Cancelled`]), or the call's future was dropped before it finished |
@@ -131,13 +131,7 @@ impl fmt::Display for CallOutcome {
 }
 
 fn is_cache_hit(result: &CallToolResult) -> bool {
-    result
-        .meta
-        .as_ref()
-        .and_then(|meta| meta.0.get(CACHE_META_KEY))
-        .and_then(|marker| marker.get("hit"))
-        .and_then(Value::as_bool)
-        == Some(true)
+    mcp_tower_core::meta::is_cache_hit(result.meta.as_ref())
 }
 
 /// `RetriesExhausted` carries its last attempt's error as `data.lastError`

@@ -82,7 +82,7 @@ async fn metrics_sees_cache_hits_because_it_is_outermost() {
     );
     assert_eq!(inner.calls(), 1, "the second call is served by the cache");
     assert_eq!(first.structured_content, second.structured_content);
-    let marker = &second.meta.as_ref().unwrap().0["mcp-tower/cache"];
+    let marker = &second.meta.as_ref().unwrap().0["io.github.mcp-tower/cache"];
     assert_eq!(marker["hit"], true);
     assert_eq!(counted(&built, "weather", "ok"), 1.0);
     assert_eq!(counted(&built, "weather", "cache_hit"), 1.0);
