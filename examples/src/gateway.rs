@@ -17,7 +17,7 @@
 //! the `PoolService`, which forwards it upstream (cancellation, progress, and the upstream's
 //! sampling, elicitation and roots requests relayed to the caller).
 
-use std::{collections::BTreeMap, net::SocketAddr, path::Path, sync::Arc};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use figment::{
@@ -29,11 +29,15 @@ use mcp_tower_pool::{PoolConfig, PoolService, UpstreamConfig};
 use serde::{Deserialize, Serialize};
 
 mod handler;
+mod lists;
 
-pub use handler::{Gateway, union_capabilities};
+pub use handler::{CopyStats, Gateway, union_capabilities};
 
 /// The address the gateway listens on when the configuration names none.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// How long a copy of an upstream list is kept at least when the configuration says nothing.
+pub const DEFAULT_MIN_LIST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// `gateway.toml`.
 ///
@@ -72,6 +76,13 @@ pub struct GatewayConfig {
     /// The upstream MCP servers, by name (their tools and prompts are exposed as
     /// `<name>__<tool>`, or as they are with `namespace = false`).
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// The least time the gateway keeps a copy of an upstream's list before it asks again,
+    /// even when the upstream's `ttlMs` is shorter (or absent): a burst of `tools/list`
+    /// calls makes at most one upstream request per interval (per principal for a private
+    /// list). A list-changed notification from the upstream ends a copy at once. Default
+    /// `1s`.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub min_list_interval: Option<Duration>,
 }
 
 impl GatewayConfig {
@@ -123,6 +134,11 @@ impl GatewayConfig {
         Ok(())
     }
 
+    /// The least time a copy of an upstream list is kept (`min_list_interval`, default 1 s).
+    pub fn min_list_interval(&self) -> Duration {
+        self.min_list_interval.unwrap_or(DEFAULT_MIN_LIST_INTERVAL)
+    }
+
     /// The address to listen on.
     pub fn listen(&self) -> SocketAddr {
         self.listen.unwrap_or_else(|| {
@@ -155,10 +171,11 @@ impl GatewayApp {
     pub async fn build(config: GatewayConfig) -> anyhow::Result<Self> {
         let service = PoolService::from_config(&config.upstreams, config.pool.clone())
             .context("starting the upstream pool")?;
-        let gateway = Gateway::new(&service);
+        let min_list_interval = config.min_list_interval();
+        let built = McpStack::from_config(config.stack)?.service(service.clone());
+        let gateway = Gateway::new(&service, Arc::clone(&built.resolver), min_list_interval);
         let tools = gateway.refresh_tools().await;
         tracing::info!(tools = tools.len(), "listed the upstreams' tools");
-        let built = McpStack::from_config(config.stack)?.service(service.clone());
         built.resolver.policies().observe_tools(tools.iter());
         // The pool's figures and health join the stack's layers in /metrics, /stats and
         // /health (503 while a required upstream is down).

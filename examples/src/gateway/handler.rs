@@ -7,12 +7,13 @@
 #![allow(deprecated)]
 
 use std::{
-    collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex},
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::{Arc, Mutex, atomic::Ordering},
     time::Duration,
 };
 
-use mcp_tower_pool::{PoolHandle, PoolService, UpstreamCallError};
+use mcp_tower::CallResolver;
+use mcp_tower_pool::{Listed, PoolHandle, PoolService, UpstreamCallError};
 use rmcp::{
     ErrorData, Peer, RoleServer, ServerHandler,
     model::{
@@ -30,7 +31,10 @@ use rmcp::{
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
-/// What the upstreams offer, as the gateway exposes it; rebuilt by [`Gateway::refresh`].
+use super::lists::{self, Audience, Copies, Fetched, Keeping, ListItem, MergedHint, ReadCache};
+
+/// What the upstreams offer, as the gateway routes it; rebuilt from the latest listing of
+/// each upstream whenever one is listed.
 #[derive(Debug, Default)]
 struct Catalog {
     tools: Arc<Vec<Tool>>,
@@ -49,8 +53,6 @@ struct Catalog {
     capabilities: ServerCapabilities,
     /// The upstreams reached, with what they declared.
     reached: Vec<Reached>,
-    /// Upstreams that could not be listed last time (listed again next time).
-    missing: Vec<Arc<str>>,
 }
 
 /// What an upstream declared at its handshake.
@@ -62,9 +64,12 @@ struct Reached {
     instructions: Option<String>,
 }
 
-/// One upstream's lists.
+/// One upstream's latest lists (whoever they were listed for: they route, they are not
+/// served) and what it declared at its handshake.
 #[derive(Debug, Default)]
 struct Listing {
+    /// Whether the upstream was reached (its handshake seen).
+    reached: bool,
     capabilities: ServerCapabilities,
     implementation: Option<Implementation>,
     instructions: Option<String>,
@@ -112,12 +117,47 @@ struct DownstreamSession {
 #[derive(Clone, Debug)]
 pub struct Gateway {
     service: PoolService,
+    /// Derives a caller's principal (the stack's partitioner), for private copies.
+    resolver: Arc<CallResolver>,
     catalog: Arc<Mutex<Catalog>>,
+    /// Each upstream's latest listing, the catalog's source.
+    latest: Arc<Mutex<HashMap<Arc<str>, Listing>>>,
+    /// The copies of upstream lists and resource reads the gateway serves from.
+    copies: Arc<HeldCopies>,
     changes: Arc<Mutex<watch::Receiver<u64>>>,
     sessions: Arc<Mutex<HashMap<String, DownstreamSession>>>,
     /// Upstream resource subscriptions held for downstream subscribers, counted.
     upstream_subscriptions: Arc<Mutex<HashMap<HeldSubscription, usize>>>,
-    list_timeout: Duration,
+}
+
+/// Every copy the gateway keeps of what its upstreams answered.
+#[derive(Debug, Default)]
+struct HeldCopies {
+    tools: Copies<Tool>,
+    prompts: Copies<Prompt>,
+    resources: Copies<Resource>,
+    templates: Copies<ResourceTemplate>,
+    reads: ReadCache,
+    keeping: Option<Keeping>,
+}
+
+/// How many requests went upstream for what the gateway serves from its copies (for tests
+/// and `/stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyStats {
+    /// `tools/list` requests sent upstream (each pagination counts once).
+    pub tool_lists: u64,
+    /// `prompts/list` requests sent upstream.
+    pub prompt_lists: u64,
+    /// `resources/list` requests sent upstream.
+    pub resource_lists: u64,
+    /// `resources/templates/list` requests sent upstream.
+    pub template_lists: u64,
+    /// `resources/read` requests answered from a held copy.
+    pub read_hits: u64,
+    /// `resources/read` requests sent upstream.
+    pub read_misses: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -179,154 +219,375 @@ fn unexpected(method: &str) -> ErrorData {
     )
 }
 
+/// Exposes each upstream's tools under their gateway names, in upstream order; a name two
+/// upstreams would expose stays with the first.
+fn expose_tools<'a>(
+    router: &mcp_tower_pool::UpstreamRouter,
+    lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [Tool])>,
+) -> Vec<(Arc<str>, Tool)> {
+    let mut seen = HashSet::new();
+    let mut exposed = Vec::new();
+    for (upstream, tools) in lists {
+        for tool in tools {
+            let Some(name) = router.exposed_name(upstream, &tool.name) else {
+                continue;
+            };
+            if !seen.insert(name.clone()) {
+                tracing::warn!(%upstream, tool = %name, "another upstream exposes a tool of that name; it keeps it");
+                continue;
+            }
+            let mut tool = tool.clone();
+            tool.name = name.into();
+            exposed.push((Arc::clone(upstream), tool));
+        }
+    }
+    exposed
+}
+
+/// Exposes each upstream's prompts under their gateway names, with their name upstream.
+fn expose_prompts<'a>(
+    router: &mcp_tower_pool::UpstreamRouter,
+    lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [Prompt])>,
+) -> Vec<(Arc<str>, String, Prompt)> {
+    let mut seen = HashSet::new();
+    let mut exposed = Vec::new();
+    for (upstream, prompts) in lists {
+        for prompt in prompts {
+            let Some(name) = router.exposed_name(upstream, &prompt.name) else {
+                continue;
+            };
+            if !seen.insert(name.clone()) {
+                tracing::warn!(%upstream, prompt = %name, "another upstream exposes a prompt of that name; it keeps it");
+                continue;
+            }
+            let mut prompt = prompt.clone();
+            let original = std::mem::replace(&mut prompt.name, name);
+            exposed.push((Arc::clone(upstream), original, prompt));
+        }
+    }
+    exposed
+}
+
+/// The method-not-found error rmcp's own handlers answer for a capability nobody declares.
+fn not_declared(method: &str) -> ErrorData {
+    ErrorData::new(
+        rmcp::model::ErrorCode::METHOD_NOT_FOUND,
+        format!("{method}: no upstream of this gateway declares it"),
+        None,
+    )
+}
+
+/// Where a kind of list lives in the gateway: its copies, and its slot in a listing.
+trait Listable: Sized {
+    fn copies(held: &HeldCopies) -> &Copies<Self>;
+    fn keep(listing: &mut Listing, items: &[Self]);
+}
+
+impl Listable for Tool {
+    fn copies(held: &HeldCopies) -> &Copies<Self> {
+        &held.tools
+    }
+    fn keep(listing: &mut Listing, items: &[Self]) {
+        listing.tools = items.to_vec();
+    }
+}
+
+impl Listable for Prompt {
+    fn copies(held: &HeldCopies) -> &Copies<Self> {
+        &held.prompts
+    }
+    fn keep(listing: &mut Listing, items: &[Self]) {
+        listing.prompts = items.to_vec();
+    }
+}
+
+impl Listable for Resource {
+    fn copies(held: &HeldCopies) -> &Copies<Self> {
+        &held.resources
+    }
+    fn keep(listing: &mut Listing, items: &[Self]) {
+        listing.resources = items.to_vec();
+    }
+}
+
+impl Listable for ResourceTemplate {
+    fn copies(held: &HeldCopies) -> &Copies<Self> {
+        &held.templates
+    }
+    fn keep(listing: &mut Listing, items: &[Self]) {
+        listing.templates = items.to_vec();
+    }
+}
+
+/// What a merged list request found: each serving upstream's copy, in upstream order, and
+/// the merged hint.
+struct Merged<T> {
+    lists: Vec<(Arc<str>, Arc<Listed<T>>)>,
+    hint: MergedHint,
+    /// Whether any upstream serves the kind (or could not be asked).
+    served: bool,
+}
+
 impl Gateway {
-    /// A gateway for the upstreams of `service`.
-    pub fn new(service: &PoolService) -> Self {
+    /// A gateway for the upstreams of `service`, keeping upstream lists fresh for
+    /// `min_list_interval` at least (see [`GatewayConfig`](super::GatewayConfig)); private
+    /// copies are kept per principal, as `resolver`'s partitioner derives it.
+    pub fn new(
+        service: &PoolService,
+        resolver: Arc<CallResolver>,
+        min_list_interval: Duration,
+    ) -> Self {
         let changes = service.pool().connector().tools_changed();
+        let copies = HeldCopies {
+            keeping: Some(Keeping {
+                min_interval: min_list_interval,
+                timeout: service.pool().config().connect_timeout,
+            }),
+            ..HeldCopies::default()
+        };
         Self {
-            list_timeout: service.pool().config().connect_timeout,
             service: service.clone(),
+            resolver,
             catalog: Arc::new(Mutex::new(Catalog::default())),
+            latest: Arc::default(),
+            copies: Arc::new(copies),
             changes: Arc::new(Mutex::new(changes)),
             sessions: Arc::default(),
             upstream_subscriptions: Arc::default(),
         }
     }
 
-    /// Lists every upstream's tools, prompts, resources and templates (in parallel, each
-    /// kind only where the upstream declares it) and rebuilds the catalog. An upstream
-    /// that cannot be reached is left out (and tried again by the next list request).
-    /// Returns the tools.
+    fn keeping(&self) -> Keeping {
+        self.copies.keeping.unwrap_or(Keeping {
+            min_interval: Duration::from_secs(1),
+            timeout: self.service.pool().config().connect_timeout,
+        })
+    }
+
+    /// Lists every upstream's tools, prompts, resources and templates on the gateway's own
+    /// behalf (in parallel, each kind only where the upstream declares it) and rebuilds the
+    /// catalog. An upstream that cannot be reached is left out (and tried again by the next
+    /// list request). Returns the tools.
     pub async fn refresh_tools(&self) -> Arc<Vec<Tool>> {
-        self.refresh().await;
+        let upstreams = self.service.pool().connector().upstreams();
+        futures_util::future::join_all(upstreams.iter().map(|upstream| async move {
+            let _ = tokio::join!(
+                self.list_for::<Tool>(upstream, Audience::Gateway, None),
+                self.list_for::<Prompt>(upstream, Audience::Gateway, None),
+                self.list_for::<Resource>(upstream, Audience::Gateway, None),
+                self.list_for::<ResourceTemplate>(upstream, Audience::Gateway, None),
+            );
+        }))
+        .await;
         self.tools()
     }
 
-    async fn list_upstream(&self, name: &Arc<str>) -> Result<Listing, String> {
-        let listed = tokio::time::timeout(self.list_timeout, async {
-            let session = self.service.pool().get(name).await?;
-            let info = session.server_info();
-            let caps = info
-                .as_ref()
-                .map(|i| i.capabilities.clone())
-                .unwrap_or_default();
-            let mut listing = Listing {
-                implementation: info.as_ref().and_then(|i| i.server_info.clone()),
-                instructions: info.as_ref().and_then(|i| i.instructions.clone()),
-                ..Listing::default()
-            };
-            if caps.tools.is_some() {
-                listing.tools = session.list_all_tools().await?;
-            }
-            if caps.prompts.is_some() {
-                listing.prompts = session.list_all_prompts().await?;
-            }
-            if caps.resources.is_some() {
-                listing.resources = session.list_all_resources().await?;
-                listing.templates = session.list_all_resource_templates().await?;
-            }
-            listing.capabilities = caps;
-            anyhow::Ok(listing)
-        })
-        .await;
-        match listed {
-            Ok(Ok(listing)) => Ok(listing),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.list_timeout)),
+    /// What the gateway asked of its upstreams so far for the lists and reads it serves
+    /// from its copies.
+    pub fn copy_stats(&self) -> CopyStats {
+        CopyStats {
+            tool_lists: self.copies.tools.relists(),
+            prompt_lists: self.copies.prompts.relists(),
+            resource_lists: self.copies.resources.relists(),
+            template_lists: self.copies.templates.relists(),
+            read_hits: self.copies.reads.hits.load(Ordering::Relaxed),
+            read_misses: self.copies.reads.misses.load(Ordering::Relaxed),
         }
     }
 
-    async fn refresh(&self) {
-        // Changes seen from here on make the new catalog stale again.
-        let _seen = *lock(&self.changes).borrow_and_update();
+    fn generation(&self) -> u64 {
+        *lock(&self.changes).borrow()
+    }
+
+    /// One upstream's list of kind `T` for `who`, into the catalog when listed now; logs a
+    /// failure. `Ok(None)`: the upstream does not serve the kind.
+    async fn list_for<T: ListItem + Listable>(
+        &self,
+        upstream: &Arc<str>,
+        who: Audience,
+        downstream: Option<&RequestContext<RoleServer>>,
+    ) -> Result<Option<lists::Copy<T>>, ()> {
+        let fetched = T::copies(&self.copies)
+            .get(
+                self.service.pool(),
+                upstream,
+                who,
+                downstream,
+                || self.generation(),
+                self.keeping(),
+                |name, info| self.seen(name, info),
+            )
+            .await;
+        match fetched {
+            Ok(Fetched::List(copy, listed_now)) => {
+                if listed_now {
+                    {
+                        let mut latest = lock(&self.latest);
+                        let listing = latest.entry(Arc::clone(upstream)).or_default();
+                        T::keep(listing, &copy.listed.items);
+                    }
+                    self.rebuild_catalog();
+                }
+                Ok(Some(copy))
+            }
+            Ok(Fetched::NotServed) => Ok(None),
+            Err(error) => {
+                tracing::warn!(%upstream, kind = T::KIND, %error, "could not list the upstream");
+                Err(())
+            }
+        }
+    }
+
+    /// Remembers what an upstream declared at its handshake.
+    fn seen(&self, upstream: &Arc<str>, info: Option<Arc<rmcp::model::ServerPeerInfo>>) {
+        let changed = {
+            let mut latest = lock(&self.latest);
+            let listing = latest.entry(Arc::clone(upstream)).or_default();
+            let capabilities = info
+                .as_ref()
+                .map(|i| i.capabilities.clone())
+                .unwrap_or_default();
+            let changed = !listing.reached || listing.capabilities != capabilities;
+            listing.reached = true;
+            listing.capabilities = capabilities;
+            listing.implementation = info.as_ref().and_then(|i| i.server_info.clone());
+            listing.instructions = info.as_ref().and_then(|i| i.instructions.clone());
+            changed
+        };
+        if changed {
+            self.rebuild_catalog();
+        }
+    }
+
+    /// Every serving upstream's list of kind `T` for the caller of `cx`: copies while fresh
+    /// (public ones shared, private ones the caller's own), else listed now on the caller's
+    /// behalf.
+    async fn merged<T: ListItem + Listable>(&self, cx: &RequestContext<RoleServer>) -> Merged<T> {
+        let principal = self.resolver.partitioner().principal(Some(cx));
+        let who = Audience::Principal(principal);
+        let upstreams: Vec<Arc<str>> = {
+            let latest = lock(&self.latest);
+            self.service
+                .pool()
+                .connector()
+                .upstreams()
+                .into_iter()
+                .filter(|u| {
+                    latest
+                        .get(u)
+                        .is_none_or(|l| !l.reached || T::declared(&l.capabilities))
+                })
+                .collect()
+        };
+        let results = futures_util::future::join_all(
+            upstreams
+                .iter()
+                .map(|upstream| self.list_for::<T>(upstream, who, Some(cx))),
+        )
+        .await;
+        let now = tokio::time::Instant::now();
+        let mut merged = Merged {
+            lists: Vec::new(),
+            hint: MergedHint::default(),
+            served: false,
+        };
+        for (upstream, result) in upstreams.into_iter().zip(results) {
+            match result {
+                Ok(Some(copy)) => {
+                    merged.served = true;
+                    merged.hint.add(&copy, now);
+                    merged.lists.push((upstream, copy.listed));
+                }
+                Ok(None) => {}
+                Err(()) => {
+                    merged.served = true;
+                    merged.hint.incomplete();
+                }
+            }
+        }
+        merged
+    }
+
+    /// Rebuilds the routing catalog from every upstream's latest listing.
+    fn rebuild_catalog(&self) {
         let router = self.service.router();
         let upstreams = self.service.pool().connector().upstreams();
-        let listings =
-            futures_util::future::join_all(upstreams.iter().map(|n| self.list_upstream(n))).await;
+        let latest = lock(&self.latest);
+        let listings: Vec<(&Arc<str>, &Listing)> = upstreams
+            .iter()
+            .filter_map(|u| latest.get_key_value(u))
+            .collect();
         let mut catalog = Catalog::default();
-        let mut capabilities = Vec::new();
-        let mut tools: Vec<Tool> = Vec::new();
-        let mut prompts: Vec<Prompt> = Vec::new();
+        let tools = expose_tools(
+            router,
+            listings.iter().map(|(u, l)| (*u, l.tools.as_slice())),
+        );
+        let unprefixed: Vec<(String, Arc<str>)> = tools
+            .iter()
+            .filter(|(upstream, _)| router.is_unprefixed(upstream))
+            .map(|(upstream, tool)| (tool.name.to_string(), Arc::clone(upstream)))
+            .collect();
+        router.learn_unprefixed(
+            unprefixed
+                .iter()
+                .map(|(tool, upstream)| (tool.as_str(), upstream.as_ref())),
+        );
+        for (_, tool) in &tools {
+            catalog
+                .tools_by_name
+                .insert(tool.name.to_string(), tool.clone());
+        }
+        let prompts = expose_prompts(
+            router,
+            listings.iter().map(|(u, l)| (*u, l.prompts.as_slice())),
+        );
+        for (upstream, original, prompt) in &prompts {
+            catalog.prompt_routes.insert(
+                prompt.name.clone(),
+                (Arc::clone(upstream), original.clone()),
+            );
+        }
         let mut resources = Vec::new();
         let mut templates = Vec::new();
-        let mut unprefixed_names: Vec<(String, Arc<str>)> = Vec::new();
-        for (name, listing) in upstreams.iter().zip(listings) {
-            let listing = match listing {
-                Ok(listing) => listing,
-                Err(error) => {
-                    tracing::warn!(upstream = %name, %error, "could not list the upstream");
-                    catalog.missing.push(Arc::clone(name));
-                    continue;
-                }
-            };
-            for mut tool in listing.tools {
-                let Some(exposed) = router.exposed_name(name, &tool.name) else {
-                    continue;
-                };
-                if catalog.tools_by_name.contains_key(&exposed) {
-                    tracing::warn!(upstream = %name, tool = %exposed, "another upstream exposes a tool of that name; it keeps it");
-                    continue;
-                }
-                if router.is_unprefixed(name) {
-                    unprefixed_names.push((exposed.clone(), Arc::clone(name)));
-                }
-                tool.name = exposed.clone().into();
-                catalog.tools_by_name.insert(exposed, tool.clone());
-                tools.push(tool);
-            }
-            for mut prompt in listing.prompts {
-                let Some(exposed) = router.exposed_name(name, &prompt.name) else {
-                    continue;
-                };
-                if catalog.prompt_routes.contains_key(&exposed) {
-                    tracing::warn!(upstream = %name, prompt = %exposed, "another upstream exposes a prompt of that name; it keeps it");
-                    continue;
-                }
-                let original = std::mem::replace(&mut prompt.name, exposed.clone());
-                catalog
-                    .prompt_routes
-                    .insert(exposed, (Arc::clone(name), original));
-                prompts.push(prompt);
-            }
-            for resource in listing.resources {
+        let mut capabilities = Vec::new();
+        for (name, listing) in &listings {
+            for resource in &listing.resources {
                 catalog
                     .resource_owners
                     .entry(resource.uri.clone())
                     .or_insert_with(|| Arc::clone(name));
-                resources.push(resource);
+                resources.push(resource.clone());
             }
-            for template in listing.templates {
+            for template in &listing.templates {
                 catalog.template_owners.push((
                     template_prefix(&template.uri_template).to_owned(),
                     Arc::clone(name),
                 ));
-                templates.push(template);
+                templates.push(template.clone());
             }
-            capabilities.push(listing.capabilities.clone());
-            catalog.reached.push(Reached {
-                name: Arc::clone(name),
-                capabilities: listing.capabilities,
-                implementation: listing.implementation,
-                instructions: listing.instructions,
-            });
+            if listing.reached {
+                capabilities.push(listing.capabilities.clone());
+                catalog.reached.push(Reached {
+                    name: Arc::clone(name),
+                    capabilities: listing.capabilities.clone(),
+                    implementation: listing.implementation.clone(),
+                    instructions: listing.instructions.clone(),
+                });
+            }
         }
-        router.learn_unprefixed(
-            unprefixed_names
-                .iter()
-                .map(|(tool, upstream)| (tool.as_str(), upstream.as_ref())),
-        );
         catalog
             .template_owners
             .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         catalog.capabilities = union_capabilities(&capabilities);
-        catalog.tools = Arc::new(tools);
-        catalog.prompts = Arc::new(prompts);
+        catalog.tools = Arc::new(tools.into_iter().map(|(_, t)| t).collect());
+        catalog.prompts = Arc::new(prompts.into_iter().map(|(_, _, p)| p).collect());
         catalog.resources = Arc::new(resources);
         catalog.templates = Arc::new(templates);
+        drop(latest);
         *lock(&self.catalog) = catalog;
     }
 
-    /// The current tools (without refreshing them).
+    /// The current tools (without listing them again).
     pub fn tools(&self) -> Arc<Vec<Tool>> {
         Arc::clone(&lock(&self.catalog).tools)
     }
@@ -336,15 +597,10 @@ impl Gateway {
         self.service.handle()
     }
 
-    fn is_stale(&self) -> bool {
-        let changed = lock(&self.changes).has_changed().unwrap_or(false);
-        changed || !lock(&self.catalog).missing.is_empty()
-    }
-
-    async fn refresh_if_stale(&self) {
-        if self.is_stale() {
-            self.refresh().await;
-        }
+    /// Whether the catalog knows upstreams and none of them declares what `declared` asks.
+    fn nobody_declares(&self, declared: impl Fn(&ServerCapabilities) -> bool) -> bool {
+        let catalog = lock(&self.catalog);
+        !catalog.reached.is_empty() && !declared(&catalog.capabilities)
     }
 
     /// Remembers the downstream session of a request, so that notifications can reach it.
@@ -465,6 +721,14 @@ impl Gateway {
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             };
+            if matches!(
+                event.notification,
+                ServerNotification::ResourceUpdatedNotification(_)
+                    | ServerNotification::ResourceListChangedNotification(_)
+            ) {
+                // A held read may be out of date: the next read goes upstream.
+                self.copies.reads.clear();
+            }
             let peers: Vec<Peer<RoleServer>> = {
                 let mut sessions = lock(&self.sessions);
                 sessions.retain(|_, s| !s.peer.is_transport_closed());
@@ -569,10 +833,22 @@ impl ServerHandler for Gateway {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        self.refresh_if_stale().await;
-        Ok(ListToolsResult::with_all_items(Vec::clone(&self.tools())))
+        let merged = self.merged::<Tool>(&context).await;
+        if !merged.served && self.nobody_declares(|c| c.tools.is_some()) {
+            return Err(not_declared("tools/list"));
+        }
+        let router = self.service.router();
+        let tools = expose_tools(
+            router,
+            merged.lists.iter().map(|(u, l)| (u, l.items.as_slice())),
+        );
+        Ok(
+            ListToolsResult::with_all_items(tools.into_iter().map(|(_, t)| t).collect())
+                .with_ttl_ms(merged.hint.ttl_ms())
+                .with_cache_scope(merged.hint.scope()),
+        )
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -582,11 +858,22 @@ impl ServerHandler for Gateway {
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        self.refresh_if_stale().await;
-        let prompts = Arc::clone(&lock(&self.catalog).prompts);
-        Ok(ListPromptsResult::with_all_items(Vec::clone(&prompts)))
+        let merged = self.merged::<Prompt>(&context).await;
+        if !merged.served && self.nobody_declares(|c| c.prompts.is_some()) {
+            return Err(not_declared("prompts/list"));
+        }
+        let router = self.service.router();
+        let prompts = expose_prompts(
+            router,
+            merged.lists.iter().map(|(u, l)| (u, l.items.as_slice())),
+        );
+        Ok(
+            ListPromptsResult::with_all_items(prompts.into_iter().map(|(_, _, p)| p).collect())
+                .with_ttl_ms(merged.hint.ttl_ms())
+                .with_cache_scope(merged.hint.scope()),
+        )
     }
 
     async fn get_prompt(
@@ -614,23 +901,39 @@ impl ServerHandler for Gateway {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        self.refresh_if_stale().await;
-        let resources = Arc::clone(&lock(&self.catalog).resources);
-        Ok(ListResourcesResult::with_all_items(Vec::clone(&resources)))
+        let merged = self.merged::<Resource>(&context).await;
+        if !merged.served && self.nobody_declares(|c| c.resources.is_some()) {
+            return Err(not_declared("resources/list"));
+        }
+        let resources = merged
+            .lists
+            .iter()
+            .flat_map(|(_, l)| l.items.iter().cloned())
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources)
+            .with_ttl_ms(merged.hint.ttl_ms())
+            .with_cache_scope(merged.hint.scope()))
     }
 
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        self.refresh_if_stale().await;
-        let templates = Arc::clone(&lock(&self.catalog).templates);
-        Ok(ListResourceTemplatesResult::with_all_items(Vec::clone(
-            &templates,
-        )))
+        let merged = self.merged::<ResourceTemplate>(&context).await;
+        if !merged.served && self.nobody_declares(|c| c.resources.is_some()) {
+            return Err(not_declared("resources/templates/list"));
+        }
+        let templates = merged
+            .lists
+            .iter()
+            .flat_map(|(_, l)| l.items.iter().cloned())
+            .collect();
+        Ok(ListResourceTemplatesResult::with_all_items(templates)
+            .with_ttl_ms(merged.hint.ttl_ms())
+            .with_cache_scope(merged.hint.scope()))
     }
 
     async fn read_resource(
@@ -639,9 +942,24 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let upstream = self.resource_owner(&request.uri)?;
+        // A retry of a multi-round-trip read carries the client's answers: its result is
+        // for that exchange only, never held nor served from a copy.
+        let continuation = request.input_responses.is_some() || request.request_state.is_some();
+        let principal = self.resolver.partitioner().principal(Some(&context));
+        let reads = &self.copies.reads;
+        if !continuation && let Some(held) = reads.get(&upstream, &request.uri, principal) {
+            return Ok(ReadResourceResponse::Complete(held));
+        }
+        let uri = request.uri.clone();
+        let asked_at = tokio::time::Instant::now();
         let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
         match self.forward(&upstream, request, Some(&context)).await? {
-            ServerResult::ReadResourceResult(result) => Ok(ReadResourceResponse::Complete(result)),
+            ServerResult::ReadResourceResult(result) => {
+                if !continuation {
+                    reads.put(&upstream, &uri, principal, &result, asked_at);
+                }
+                Ok(ReadResourceResponse::Complete(result))
+            }
             ServerResult::InputRequiredResult(result) => {
                 Ok(ReadResourceResponse::InputRequired(result))
             }

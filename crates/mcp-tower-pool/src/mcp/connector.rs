@@ -35,8 +35,8 @@ use rmcp::{
     },
     serve_client,
     service::{
-        InboundStreamOrigin, NotificationContext, PeerRequestOptions, RequestContext,
-        RunningService, ServiceError,
+        ClientCacheConfig, InboundStreamOrigin, NotificationContext, PeerRequestOptions,
+        RequestContext, RunningService, ServiceError,
     },
     transport::{
         StreamableHttpClientTransport, TokioChildProcess,
@@ -50,6 +50,7 @@ use tokio::{
 
 use super::{
     config::{StderrMode, UpstreamConfig, UpstreamKind},
+    listed::Listed,
     progress::{ProgressRoute, ProgressRoutes},
     relay::{Downstream, Relayed, Relays},
 };
@@ -531,10 +532,10 @@ impl McpSession {
     async fn list_all_with<T>(
         &self,
         request: &impl Fn(PaginatedRequestParams) -> ClientRequest,
-        page: &impl Fn(ServerResult) -> Option<(Vec<T>, Option<String>)>,
+        page: &impl Fn(ServerResult) -> Option<(Listed<T>, Option<String>)>,
         meta: &RequestMetaObject,
-    ) -> Result<Vec<T>, UpstreamCallError> {
-        let mut items = Vec::new();
+    ) -> Result<Listed<T>, UpstreamCallError> {
+        let mut listed: Option<Listed<T>> = None;
         let mut cursor = None;
         loop {
             let params = PaginatedRequestParams::default().with_cursor(cursor);
@@ -542,22 +543,33 @@ impl McpSession {
                 .request_with_meta(request(params), None, meta.clone())
                 .await?;
             let (more, next) = page(result).ok_or(UpstreamCallError::Unexpected)?;
-            items.extend(more);
+            match &mut listed {
+                Some(listed) => listed.extend(more),
+                None => listed = Some(more),
+            }
             cursor = next;
             if cursor.is_none() {
-                return Ok(items);
+                return listed.ok_or(UpstreamCallError::Unexpected);
             }
         }
     }
 
-    /// Every page of a list request, concatenated: on the newest protocol version when the
-    /// upstream speaks it (so that rmcp's HTTP client learns the tools' `x-mcp-header`
+    /// Every page of a list request, concatenated, with the merged cache hint.
+    ///
+    /// On behalf of a `downstream` request, with its `_meta` (protocol version, client
+    /// info). On the gateway's own behalf (`None`): on the newest protocol version when
+    /// the upstream speaks it (so that rmcp's HTTP client learns the tools' `x-mcp-header`
     /// annotations, which 2026-07-28 calls need), else on the session's.
     async fn list_all<T>(
         &self,
         request: impl Fn(PaginatedRequestParams) -> ClientRequest,
-        page: impl Fn(ServerResult) -> Option<(Vec<T>, Option<String>)>,
-    ) -> Result<Vec<T>, UpstreamCallError> {
+        page: impl Fn(ServerResult) -> Option<(Listed<T>, Option<String>)>,
+        downstream: Option<&RequestContext<RoleServer>>,
+    ) -> Result<Listed<T>, UpstreamCallError> {
+        if downstream.is_some() {
+            let meta = self.upstream_meta(downstream);
+            return self.list_all_with(&request, &page, &meta).await;
+        }
         let session_meta = self.upstream_meta(None);
         let session_is_newest = session_meta.protocol_version() == Some(ProtocolVersion::LATEST);
         if !session_is_newest && self.modern_lists.load(Ordering::Relaxed) != MODERN_NO {
@@ -581,46 +593,69 @@ impl McpSession {
         self.list_all_with(&request, &page, &session_meta).await
     }
 
-    /// The upstream's tools, every page (`tools/list`).
-    pub async fn list_all_tools(&self) -> Result<Vec<Tool>, UpstreamCallError> {
+    /// The upstream's tools, every page (`tools/list`), with the list's cache hint; on
+    /// behalf of `downstream` when given (see [`request`](Self::request)).
+    pub async fn list_all_tools(
+        &self,
+        downstream: Option<&RequestContext<RoleServer>>,
+    ) -> Result<Listed<Tool>, UpstreamCallError> {
         self.list_all(
             |p| ClientRequest::ListToolsRequest(ListToolsRequest::with_param(p)),
             |r| match r {
-                ServerResult::ListToolsResult(r) => Some((r.tools, r.next_cursor)),
+                ServerResult::ListToolsResult(r) => {
+                    Some((Listed::new(r.tools, r.ttl_ms, r.cache_scope), r.next_cursor))
+                }
                 _ => None,
             },
+            downstream,
         )
         .await
     }
 
-    /// The upstream's prompts, every page (`prompts/list`).
-    pub async fn list_all_prompts(&self) -> Result<Vec<Prompt>, UpstreamCallError> {
+    /// The upstream's prompts, every page (`prompts/list`), with the list's cache hint.
+    pub async fn list_all_prompts(
+        &self,
+        downstream: Option<&RequestContext<RoleServer>>,
+    ) -> Result<Listed<Prompt>, UpstreamCallError> {
         self.list_all(
             |p| ClientRequest::ListPromptsRequest(ListPromptsRequest::with_param(p)),
             |r| match r {
-                ServerResult::ListPromptsResult(r) => Some((r.prompts, r.next_cursor)),
+                ServerResult::ListPromptsResult(r) => Some((
+                    Listed::new(r.prompts, r.ttl_ms, r.cache_scope),
+                    r.next_cursor,
+                )),
                 _ => None,
             },
+            downstream,
         )
         .await
     }
 
-    /// The upstream's resources, every page (`resources/list`).
-    pub async fn list_all_resources(&self) -> Result<Vec<Resource>, UpstreamCallError> {
+    /// The upstream's resources, every page (`resources/list`), with the list's cache hint.
+    pub async fn list_all_resources(
+        &self,
+        downstream: Option<&RequestContext<RoleServer>>,
+    ) -> Result<Listed<Resource>, UpstreamCallError> {
         self.list_all(
             |p| ClientRequest::ListResourcesRequest(ListResourcesRequest::with_param(p)),
             |r| match r {
-                ServerResult::ListResourcesResult(r) => Some((r.resources, r.next_cursor)),
+                ServerResult::ListResourcesResult(r) => Some((
+                    Listed::new(r.resources, r.ttl_ms, r.cache_scope),
+                    r.next_cursor,
+                )),
                 _ => None,
             },
+            downstream,
         )
         .await
     }
 
-    /// The upstream's resource templates, every page (`resources/templates/list`).
+    /// The upstream's resource templates, every page (`resources/templates/list`), with
+    /// the list's cache hint.
     pub async fn list_all_resource_templates(
         &self,
-    ) -> Result<Vec<ResourceTemplate>, UpstreamCallError> {
+        downstream: Option<&RequestContext<RoleServer>>,
+    ) -> Result<Listed<ResourceTemplate>, UpstreamCallError> {
         self.list_all(
             |p| {
                 ClientRequest::ListResourceTemplatesRequest(
@@ -628,11 +663,13 @@ impl McpSession {
                 )
             },
             |r| match r {
-                ServerResult::ListResourceTemplatesResult(r) => {
-                    Some((r.resource_templates, r.next_cursor))
-                }
+                ServerResult::ListResourceTemplatesResult(r) => Some((
+                    Listed::new(r.resource_templates, r.ttl_ms, r.cache_scope),
+                    r.next_cursor,
+                )),
                 _ => None,
             },
+            downstream,
         )
         .await
     }
@@ -743,7 +780,7 @@ struct Upstream {
 /// ])?;
 /// let pool = Pool::builder(connector).with_config(PoolConfig::default()).build()?;
 /// let session = pool.get(&"everything".into()).await?;
-/// let tools = session.list_all_tools().await?;
+/// let tools = session.list_all_tools(None).await?.items;
 /// # let _ = tools; Ok(())
 /// # }
 /// ```
@@ -860,6 +897,13 @@ impl McpConnector {
                 )
             }
         };
+        // The gateway keeps its own copies of the upstream's lists and resources, partitioned
+        // by principal (SEP-2549 hints honoured); rmcp's per-connection response cache would
+        // share one caller's private answer with every caller of this session.
+        running
+            .peer()
+            .set_response_cache_config(ClientCacheConfig::disabled())
+            .await;
         self.events.lists_changed();
         Ok(McpSession {
             upstream: Arc::clone(&upstream.name),

@@ -4,6 +4,7 @@
 mod config;
 mod connector;
 mod future;
+mod listed;
 mod progress;
 mod relay;
 mod router;
@@ -14,5 +15,6 @@ pub use connector::{
     McpConnector, McpSession, UpstreamCallError, UpstreamError, UpstreamNotification,
 };
 pub use future::PoolFuture;
+pub use listed::{Listed, merge_scope};
 pub use router::UpstreamRouter;
 pub use service::{PoolService, PoolServiceError};
