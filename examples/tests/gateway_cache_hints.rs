@@ -285,3 +285,83 @@ async fn a_list_without_hints_is_private_and_immediately_stale_and_an_undeclared
     assert!(!session.peer().response_cache_config().await.enabled);
     stop.cancel();
 }
+
+/// An upstream whose reads say whether they carried the client's `inputResponses` (a
+/// multi-round-trip retry), each public for a minute.
+#[derive(Clone, Default)]
+struct Rounds {
+    reads: Arc<AtomicUsize>,
+}
+
+impl ServerHandler for Rounds {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_resources().build())
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let n = self.reads.fetch_add(1, Ordering::SeqCst);
+        let kind = if request.input_responses.is_some() {
+            "answered"
+        } else {
+            "plain"
+        };
+        let result = ReadResourceResult::new(vec![ResourceContents::text(
+            format!("{kind} #{n}"),
+            request.uri.clone(),
+        )])
+        .with_ttl_ms(60_000)
+        .with_cache_scope(CacheScope::Public);
+        Ok(ReadResourceResponse::Complete(result))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_round_trip_retry_is_never_held_nor_served_from_a_copy() {
+    let stop = CancellationToken::new();
+    let upstream = Rounds::default();
+    let url = serve::serve_loopback(serve::mcp_router(upstream.clone(), &stop), &stop)
+        .await
+        .unwrap();
+    let gw = gateway(&[("rounds", &url)]).await;
+    let alice = client(&gw.url, "alice-token").await;
+    let retry = || {
+        let mut params = ReadResourceRequestParams::new("file:///x");
+        params.input_responses = Some(
+            [(
+                "confirm".to_owned(),
+                serde_json::json!({"action": "accept"}),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        params
+    };
+    let text = |result: ReadResourceResult| match &result.contents[0] {
+        ResourceContents::TextResourceContents { text, .. } => text.clone(),
+        other => panic!("unexpected contents {other:?}"),
+    };
+    let first = alice.read_resource(retry()).await.unwrap();
+    assert_eq!(text(first), "answered #0");
+    let second = alice.read_resource(retry()).await.unwrap();
+    assert_eq!(
+        text(second),
+        "answered #1",
+        "a retry is not served from a copy"
+    );
+    assert_eq!(
+        read(&alice, "file:///x").await,
+        "plain #2",
+        "nor held for plain reads"
+    );
+    assert_eq!(
+        read(&alice, "file:///x").await,
+        "plain #2",
+        "a plain read is held"
+    );
+    assert_eq!(upstream.reads.load(Ordering::SeqCst), 3);
+    stop.cancel();
+}
