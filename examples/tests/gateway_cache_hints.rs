@@ -172,18 +172,27 @@ async fn list_tools(client: &RunningService<RoleClient, ()>) -> ListToolsResult 
         .unwrap()
 }
 
-async fn read(client: &RunningService<RoleClient, ()>, uri: &str) -> String {
-    let result = tokio::time::timeout(
-        HANG,
-        client.read_resource(ReadResourceRequestParams::new(uri)),
-    )
-    .await
-    .expect("resources/read hung")
-    .unwrap();
+/// The text a read answered.
+fn text_of(result: &ReadResourceResult) -> String {
     match &result.contents[0] {
         ResourceContents::TextResourceContents { text, .. } => text.clone(),
         other => panic!("unexpected contents {other:?}"),
     }
+}
+
+async fn read_with(
+    client: &RunningService<RoleClient, ()>,
+    params: ReadResourceRequestParams,
+) -> String {
+    let result = tokio::time::timeout(HANG, client.read_resource(params))
+        .await
+        .expect("resources/read hung")
+        .unwrap();
+    text_of(&result)
+}
+
+async fn read(client: &RunningService<RoleClient, ()>, uri: &str) -> String {
+    read_with(client, ReadResourceRequestParams::new(uri)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -283,41 +283,60 @@ trait Listable: Sized {
     fn keep(listing: &mut Listing, items: &[Self]);
 }
 
-impl Listable for Tool {
-    fn copies(held: &HeldCopies) -> &Copies<Self> {
-        &held.tools
-    }
-    fn keep(listing: &mut Listing, items: &[Self]) {
-        listing.tools = items.to_vec();
-    }
+/// The two traits of a kind of list: how it is listed upstream ([`ListItem`]) and where the
+/// gateway keeps it ([`Listable`]).
+macro_rules! list_kind {
+    ($item:ty, $kind:literal, $field:ident, $slot:ident, $capability:ident, $fetch:ident) => {
+        impl ListItem for $item {
+            const KIND: &'static str = $kind;
+            fn declared(capabilities: &ServerCapabilities) -> bool {
+                capabilities.$capability.is_some()
+            }
+            fn fetch<'a>(
+                session: &'a mcp_tower_pool::McpSession,
+                downstream: Option<&'a RequestContext<RoleServer>>,
+            ) -> impl std::future::Future<Output = Result<Listed<Self>, UpstreamCallError>> + Send + 'a
+            {
+                session.$fetch(downstream)
+            }
+        }
+
+        impl Listable for $item {
+            fn copies(held: &HeldCopies) -> &Copies<Self> {
+                &held.$field
+            }
+            fn keep(listing: &mut Listing, items: &[Self]) {
+                listing.$slot = items.to_vec();
+            }
+        }
+    };
 }
 
-impl Listable for Prompt {
-    fn copies(held: &HeldCopies) -> &Copies<Self> {
-        &held.prompts
-    }
-    fn keep(listing: &mut Listing, items: &[Self]) {
-        listing.prompts = items.to_vec();
-    }
-}
-
-impl Listable for Resource {
-    fn copies(held: &HeldCopies) -> &Copies<Self> {
-        &held.resources
-    }
-    fn keep(listing: &mut Listing, items: &[Self]) {
-        listing.resources = items.to_vec();
-    }
-}
-
-impl Listable for ResourceTemplate {
-    fn copies(held: &HeldCopies) -> &Copies<Self> {
-        &held.templates
-    }
-    fn keep(listing: &mut Listing, items: &[Self]) {
-        listing.templates = items.to_vec();
-    }
-}
+list_kind!(Tool, "tools", tools, tools, tools, list_all_tools);
+list_kind!(
+    Prompt,
+    "prompts",
+    prompts,
+    prompts,
+    prompts,
+    list_all_prompts
+);
+list_kind!(
+    Resource,
+    "resources",
+    resources,
+    resources,
+    resources,
+    list_all_resources
+);
+list_kind!(
+    ResourceTemplate,
+    "resource templates",
+    templates,
+    templates,
+    resources,
+    list_all_resource_templates
+);
 
 /// What a merged list request found: each serving upstream's copy, in upstream order, and
 /// the merged hint.

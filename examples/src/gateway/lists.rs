@@ -16,10 +16,7 @@ use mcp_tower::Principal;
 use mcp_tower_pool::{Listed, McpConnector, McpSession, Pool, UpstreamCallError};
 use rmcp::{
     RoleServer,
-    model::{
-        CacheScope, Prompt, ReadResourceResult, Resource, ResourceTemplate, ServerCapabilities,
-        ServerPeerInfo, Tool,
-    },
+    model::{CacheScope, ReadResourceResult, ServerCapabilities, ServerPeerInfo},
     service::RequestContext,
 };
 use tokio::time::Instant;
@@ -43,7 +40,8 @@ pub(super) enum Audience {
     Gateway,
 }
 
-/// One kind of list the gateway merges.
+/// One kind of list the gateway merges (implemented next to the gateway's handler, for
+/// tools, prompts, resources and resource templates).
 pub(super) trait ListItem: Clone + Send + Sync + 'static {
     /// What the kind is called in logs.
     const KIND: &'static str;
@@ -54,58 +52,6 @@ pub(super) trait ListItem: Clone + Send + Sync + 'static {
         session: &'a McpSession,
         downstream: Option<&'a RequestContext<RoleServer>>,
     ) -> impl Future<Output = Result<Listed<Self>, UpstreamCallError>> + Send + 'a;
-}
-
-impl ListItem for Tool {
-    const KIND: &'static str = "tools";
-    fn declared(capabilities: &ServerCapabilities) -> bool {
-        capabilities.tools.is_some()
-    }
-    fn fetch<'a>(
-        session: &'a McpSession,
-        downstream: Option<&'a RequestContext<RoleServer>>,
-    ) -> impl Future<Output = Result<Listed<Self>, UpstreamCallError>> + Send + 'a {
-        session.list_all_tools(downstream)
-    }
-}
-
-impl ListItem for Prompt {
-    const KIND: &'static str = "prompts";
-    fn declared(capabilities: &ServerCapabilities) -> bool {
-        capabilities.prompts.is_some()
-    }
-    fn fetch<'a>(
-        session: &'a McpSession,
-        downstream: Option<&'a RequestContext<RoleServer>>,
-    ) -> impl Future<Output = Result<Listed<Self>, UpstreamCallError>> + Send + 'a {
-        session.list_all_prompts(downstream)
-    }
-}
-
-impl ListItem for Resource {
-    const KIND: &'static str = "resources";
-    fn declared(capabilities: &ServerCapabilities) -> bool {
-        capabilities.resources.is_some()
-    }
-    fn fetch<'a>(
-        session: &'a McpSession,
-        downstream: Option<&'a RequestContext<RoleServer>>,
-    ) -> impl Future<Output = Result<Listed<Self>, UpstreamCallError>> + Send + 'a {
-        session.list_all_resources(downstream)
-    }
-}
-
-impl ListItem for ResourceTemplate {
-    const KIND: &'static str = "resource templates";
-    fn declared(capabilities: &ServerCapabilities) -> bool {
-        capabilities.resources.is_some()
-    }
-    fn fetch<'a>(
-        session: &'a McpSession,
-        downstream: Option<&'a RequestContext<RoleServer>>,
-    ) -> impl Future<Output = Result<Listed<Self>, UpstreamCallError>> + Send + 'a {
-        session.list_all_resource_templates(downstream)
-    }
 }
 
 /// An upstream's list as the gateway holds it.
