@@ -29,7 +29,7 @@ use rmcp::{
     service::{NotificationContext, RequestContext, SubscriptionContext},
 };
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 use super::lists::{self, Audience, Copies, Fetched, Keeping, ListItem, MergedHint, ReadCache};
 
@@ -124,7 +124,6 @@ pub struct Gateway {
     latest: Arc<Mutex<HashMap<Arc<str>, Listing>>>,
     /// The copies of upstream lists and resource reads the gateway serves from.
     copies: Arc<HeldCopies>,
-    changes: Arc<Mutex<watch::Receiver<u64>>>,
     sessions: Arc<Mutex<HashMap<String, DownstreamSession>>>,
     /// Upstream resource subscriptions held for downstream subscribers, counted.
     upstream_subscriptions: Arc<Mutex<HashMap<HeldSubscription, usize>>>,
@@ -356,7 +355,6 @@ impl Gateway {
         resolver: Arc<CallResolver>,
         min_list_interval: Duration,
     ) -> Self {
-        let changes = service.pool().connector().tools_changed();
         let copies = HeldCopies {
             keeping: Some(Keeping {
                 min_interval: min_list_interval,
@@ -370,7 +368,6 @@ impl Gateway {
             catalog: Arc::new(Mutex::new(Catalog::default())),
             latest: Arc::default(),
             copies: Arc::new(copies),
-            changes: Arc::new(Mutex::new(changes)),
             sessions: Arc::default(),
             upstream_subscriptions: Arc::default(),
         }
@@ -414,10 +411,6 @@ impl Gateway {
         }
     }
 
-    fn generation(&self) -> u64 {
-        *lock(&self.changes).borrow()
-    }
-
     /// One upstream's list of kind `T` for `who`, into the catalog when listed now; logs a
     /// failure. `Ok(None)`: the upstream does not serve the kind.
     async fn list_for<T: ListItem + Listable>(
@@ -432,7 +425,7 @@ impl Gateway {
                 upstream,
                 who,
                 downstream,
-                || self.generation(),
+                || self.service.pool().connector().list_generation(upstream),
                 self.keeping(),
                 |name, info| self.seen(name, info),
             )

@@ -159,11 +159,21 @@ struct UpstreamEvents {
     /// Bumped when an upstream's lists (tools, prompts, resources) may have changed (a new
     /// session, or a `notifications/*/list_changed`).
     lists_changed: watch::Sender<u64>,
+    /// The same, per upstream: how many times its lists may have changed.
+    list_generations: std::sync::Mutex<HashMap<Arc<str>, u64>>,
     notifications: broadcast::Sender<UpstreamNotification>,
 }
 
 impl UpstreamEvents {
-    fn lists_changed(&self) {
+    fn lists_changed(&self, upstream: &Arc<str>) {
+        {
+            let mut generations = self
+                .list_generations
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let n = generations.entry(Arc::clone(upstream)).or_insert(0);
+            *n = n.wrapping_add(1);
+        }
         self.lists_changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -281,7 +291,7 @@ impl ClientHandler for UpstreamClient {
     }
 
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        self.events.lists_changed();
+        self.events.lists_changed(&self.upstream);
         self.events.publish(
             &self.upstream,
             ServerNotification::ResourceListChangedNotification(
@@ -292,7 +302,7 @@ impl ClientHandler for UpstreamClient {
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         tracing::debug!(upstream = %self.upstream, "upstream tool list changed");
-        self.events.lists_changed();
+        self.events.lists_changed(&self.upstream);
         self.events.publish(
             &self.upstream,
             ServerNotification::ToolListChangedNotification(ToolListChangedNotification::default()),
@@ -300,7 +310,7 @@ impl ClientHandler for UpstreamClient {
     }
 
     async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        self.events.lists_changed();
+        self.events.lists_changed(&self.upstream);
         self.events.publish(
             &self.upstream,
             ServerNotification::PromptListChangedNotification(
@@ -824,6 +834,7 @@ impl McpConnector {
             ),
             events: Arc::new(UpstreamEvents {
                 lists_changed: watch::channel(0).0,
+                list_generations: std::sync::Mutex::default(),
                 notifications: broadcast::channel(NOTIFICATION_CAPACITY).0,
             }),
         })
@@ -860,6 +871,19 @@ impl McpConnector {
     /// `notifications/*/list_changed`.
     pub fn tools_changed(&self) -> watch::Receiver<u64> {
         self.events.lists_changed.subscribe()
+    }
+
+    /// How many times `upstream`'s lists may have changed so far (a new session, or one of
+    /// its `notifications/*/list_changed`): a copy of its lists taken at one value is stale
+    /// once the value moves. Other upstreams' changes leave it alone.
+    pub fn list_generation(&self, upstream: &str) -> u64 {
+        self.events
+            .list_generations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(upstream)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The upstreams' notifications that belong to no request in flight: list changes,
@@ -904,7 +928,7 @@ impl McpConnector {
             .peer()
             .set_response_cache_config(ClientCacheConfig::disabled())
             .await;
-        self.events.lists_changed();
+        self.events.lists_changed(&upstream.name);
         Ok(McpSession {
             upstream: Arc::clone(&upstream.name),
             peer: running.peer().clone(),
