@@ -218,53 +218,56 @@ fn unexpected(method: &str) -> ErrorData {
     )
 }
 
-/// Exposes each upstream's tools under their gateway names, in upstream order; a name two
-/// upstreams would expose stays with the first.
-fn expose_tools<'a>(
+/// Exposes each upstream's items (tools or prompts) under their gateway names, in upstream
+/// order, with each item's name upstream; a name two upstreams would expose stays with the
+/// first. `rename` sets an item's name and returns the one it had.
+fn expose<'a, T: Clone + 'a>(
     router: &mcp_tower_pool::UpstreamRouter,
-    lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [Tool])>,
-) -> Vec<(Arc<str>, Tool)> {
+    lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [T])>,
+    kind: &str,
+    rename: impl Fn(&mut T, String) -> String,
+) -> Vec<(Arc<str>, String, T)> {
     let mut seen = HashSet::new();
     let mut exposed = Vec::new();
-    for (upstream, tools) in lists {
-        for tool in tools {
-            let Some(name) = router.exposed_name(upstream, &tool.name) else {
+    for (upstream, items) in lists {
+        for item in items {
+            let mut item = item.clone();
+            let original = rename(&mut item, String::new());
+            let Some(name) = router.exposed_name(upstream, &original) else {
                 continue;
             };
             if !seen.insert(name.clone()) {
-                tracing::warn!(%upstream, tool = %name, "another upstream exposes a tool of that name; it keeps it");
+                tracing::warn!(%upstream, kind, name = %name, "another upstream exposes one of that name; it keeps it");
                 continue;
             }
-            let mut tool = tool.clone();
-            tool.name = name.into();
-            exposed.push((Arc::clone(upstream), tool));
+            rename(&mut item, name);
+            exposed.push((Arc::clone(upstream), original, item));
         }
     }
     exposed
 }
 
-/// Exposes each upstream's prompts under their gateway names, with their name upstream.
+/// [`expose`] for tools.
+fn expose_tools<'a>(
+    router: &mcp_tower_pool::UpstreamRouter,
+    lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [Tool])>,
+) -> Vec<(Arc<str>, Tool)> {
+    expose(router, lists, "tool", |tool: &mut Tool, name| {
+        std::mem::replace(&mut tool.name, name.into()).into_owned()
+    })
+    .into_iter()
+    .map(|(upstream, _, tool)| (upstream, tool))
+    .collect()
+}
+
+/// [`expose`] for prompts, with their name upstream.
 fn expose_prompts<'a>(
     router: &mcp_tower_pool::UpstreamRouter,
     lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [Prompt])>,
 ) -> Vec<(Arc<str>, String, Prompt)> {
-    let mut seen = HashSet::new();
-    let mut exposed = Vec::new();
-    for (upstream, prompts) in lists {
-        for prompt in prompts {
-            let Some(name) = router.exposed_name(upstream, &prompt.name) else {
-                continue;
-            };
-            if !seen.insert(name.clone()) {
-                tracing::warn!(%upstream, prompt = %name, "another upstream exposes a prompt of that name; it keeps it");
-                continue;
-            }
-            let mut prompt = prompt.clone();
-            let original = std::mem::replace(&mut prompt.name, name);
-            exposed.push((Arc::clone(upstream), original, prompt));
-        }
-    }
-    exposed
+    expose(router, lists, "prompt", |prompt: &mut Prompt, name| {
+        std::mem::replace(&mut prompt.name, name)
+    })
 }
 
 /// The method-not-found error rmcp's own handlers answer for a capability nobody declares.
