@@ -54,7 +54,9 @@ pub use handler::{HandlerFuture, HandlerService};
 pub use key::{
     CallKey, CallKeyBuildHasher, CallKeyHasher, KeySecret, KeySecretTooShort, Partition,
 };
-pub use partition::{DefaultPartitioner, Partitioner, Principal, SESSION_ID_HEADER};
+pub use partition::{
+    AuthenticatedName, DefaultPartitioner, Partitioner, Principal, SESSION_ID_HEADER,
+};
 pub use policy::{CacheScope, PolicyDefaults, PolicyTable, ToolId, ToolOverride, ToolPolicy};
 pub use report::{Figure, FigureKind, LayerReport};
 

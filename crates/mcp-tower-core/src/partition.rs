@@ -3,6 +3,8 @@
 //! A *private* tool's results are shared only among calls of the same principal. The
 //! default [`DefaultPartitioner`] takes the principal from, in order:
 //!
+//! 0. the [`AuthenticatedName`] the HTTP edge verified (a bearer token's name: every token of
+//!    one name is one principal, so rotating a token keeps the user's cache);
 //! 1. a digest of the HTTP `Authorization` header (rmcp's streamable HTTP server puts the
 //!    request's [`http::request::Parts`] in the request context's extensions);
 //! 2. else the MCP session id (the `Mcp-Session-Id` header);
@@ -52,7 +54,15 @@ impl fmt::Debug for Principal {
     }
 }
 
+/// The name of the caller that the HTTP edge authenticated (a bearer token's name in the
+/// tokens file). The edge puts it in the HTTP request's extensions, which rmcp hands to the
+/// handler inside [`http::request::Parts`]; the [`DefaultPartitioner`] makes it the
+/// principal.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AuthenticatedName(pub std::sync::Arc<str>);
+
 mod domain {
+    pub(super) const NAME: u8 = 0x13;
     pub(super) const AUTHORIZATION: u8 = 0x10;
     pub(super) const SESSION: u8 = 0x11;
     pub(super) const CUSTOM: u8 = 0x12;
@@ -103,8 +113,12 @@ impl DefaultPartitioner {
         Self { secret }
     }
 
-    /// The principal of an HTTP request, from its head.
+    /// The principal of an HTTP request, from its head: the [`AuthenticatedName`] the edge
+    /// verified, else its headers.
     pub fn principal_of_parts(&self, parts: &http::request::Parts) -> Principal {
+        if let Some(AuthenticatedName(name)) = parts.extensions.get::<AuthenticatedName>() {
+            return Principal(self.secret.digest(domain::NAME, name.as_bytes()));
+        }
         self.principal_of_headers(&parts.headers)
     }
 
@@ -163,6 +177,30 @@ mod tests {
         assert_ne!(alice, bob);
         assert_ne!(alice, Principal::LOCAL);
         assert!(!format!("{alice:?}").contains("alice"));
+    }
+
+    #[test]
+    fn an_authenticated_name_wins_and_its_tokens_share_it() {
+        let p = DefaultPartitioner::new(KeySecret::random());
+        let with_name = |token: &str, name: &str| {
+            let mut parts = parts(&[("authorization", token)]);
+            parts
+                .extensions
+                .insert(AuthenticatedName(std::sync::Arc::from(name)));
+            p.principal_of_parts(&parts)
+        };
+        assert_eq!(
+            with_name("Bearer old", "alice"),
+            with_name("Bearer new", "alice")
+        );
+        assert_ne!(
+            with_name("Bearer same", "alice"),
+            with_name("Bearer same", "bob")
+        );
+        assert_ne!(
+            with_name("Bearer x", "alice"),
+            p.principal_of_parts(&parts(&[("authorization", "Bearer x")]))
+        );
     }
 
     #[test]

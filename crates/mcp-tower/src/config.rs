@@ -15,6 +15,8 @@ use mcp_tower_metrics::MetricsConfig;
 use mcp_tower_retry::{RetryConfig, TimeoutConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::HttpConfig;
+
 /// The prefix of environment variables that override the configuration.
 pub const ENV_PREFIX: &str = "MCP_TOWER_";
 
@@ -90,6 +92,9 @@ pub struct StackConfig {
     pub retry: RetryConfig,
     /// The per-attempt timeout (its duration is per tool, from the policy).
     pub timeout: TimeoutConfig,
+    /// The HTTP edge (`[http]`): bind address, Host/Origin checks, auth, sessions, admin
+    /// endpoints. Used by [`crate::http`] (feature `http`); ignored on stdio.
+    pub http: HttpConfig,
 }
 
 impl fmt::Debug for StackConfig {
@@ -107,6 +112,7 @@ impl fmt::Debug for StackConfig {
             .field("concurrency", &self.concurrency)
             .field("retry", &self.retry)
             .field("timeout", &self.timeout)
+            .field("http", &self.http)
             .finish()
     }
 }
@@ -223,6 +229,9 @@ impl StackConfig {
         self.timeout
             .validate()
             .map_err(|e| section("timeout", e.field, e.reason))?;
+        self.http
+            .validate()
+            .map_err(|(field, reason)| section("http", field, reason))?;
         Ok(())
     }
 

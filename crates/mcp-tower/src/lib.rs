@@ -45,10 +45,14 @@
 #![deny(missing_docs)]
 
 mod config;
+#[cfg(feature = "http")]
+pub mod http;
+mod http_config;
 mod layered;
 mod stack;
 
 pub use config::{ConfigError, ENV_PREFIX, StackConfig};
+pub use http_config::{AdminMode, HttpConfig, SessionsConfig};
 pub use layered::LayeredServer;
 pub use stack::{BuiltStack, McpStack, McpStackBuilder, StackFuture, StackHandles, StackService};
 
@@ -64,9 +68,9 @@ pub use mcp_tower_metrics as metrics;
 pub use mcp_tower_retry as retry;
 
 pub use mcp_tower_core::{
-    CacheScope, CallKey, CallResolver, CallToolResponse, DefaultPartitioner, Figure, FigureKind,
-    HandlerService, KeySecret, LayerReport, Partition, Partitioner, PolicyDefaults, PolicyTable,
-    Principal, ToolCall, ToolId, ToolOverride, ToolPolicy, error,
+    AuthenticatedName, CacheScope, CallKey, CallResolver, CallToolResponse, DefaultPartitioner,
+    Figure, FigureKind, HandlerService, KeySecret, LayerReport, Partition, Partitioner,
+    PolicyDefaults, PolicyTable, Principal, ToolCall, ToolId, ToolOverride, ToolPolicy, error,
 };
 
 /// The README's examples, compiled as doctests.
