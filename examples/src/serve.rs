@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
-use mcp_tower::StackHandles;
+use mcp_tower::{HttpConfig, StackHandles, http::HttpEdge};
 use rmcp::{
     ServerHandler, ServiceExt,
     transport::{
@@ -88,33 +88,28 @@ pub fn log_to_stderr(level: tracing::Level) {
         .init();
 }
 
-/// Adds the admin endpoints — `GET /metrics` (Prometheus text), `GET /health` (JSON; 503
-/// when a layer reports itself unhealthy, such as a pool whose required upstream is down) and
-/// `GET /stats` (JSON per tool and per layer) — beside the MCP endpoint, on the same listener.
-pub fn with_admin_endpoints(router: axum::Router, handles: &StackHandles) -> axum::Router {
-    match &handles.metrics {
-        Some(metrics) => router.merge(metrics.router()),
-        None => router,
-    }
-}
-
-/// Binds `addr` and serves `router` until `shutdown` is cancelled. Prints the bound address
-/// (useful with port 0) on stderr as `listening on http://ADDR/mcp`.
-pub async fn serve_http(
-    router: axum::Router,
-    addr: SocketAddr,
+/// Serves `server` (and the admin endpoints of `handles`) on the HTTP edge configured by
+/// `http` (`[http]`; `bind`, when given, overrides its address) until `shutdown` is
+/// cancelled: `TCP_NODELAY`, Host/Origin checks, bearer auth, the session cap
+/// ([`mcp_tower::http`]). Prints `listening on http://ADDR/mcp` on stderr (useful with port
+/// 0), and the admin address when it has its own listener.
+pub async fn serve_edge<S: ServerHandler + Clone>(
+    server: S,
+    handles: Option<&StackHandles>,
+    mut http: HttpConfig,
+    bind: Option<SocketAddr>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    let bound = listener.local_addr().context("reading the bound address")?;
-    eprintln!("listening on http://{bound}{MCP_PATH}");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled_owned().await })
-        .await
-        .context("serving HTTP")?;
-    Ok(())
+    if let Some(addr) = bind {
+        http.bind = addr;
+    }
+    let edge = HttpEdge::new(http)?;
+    let bound = edge.bind(server, handles, &shutdown).await?;
+    eprintln!("listening on {}", bound.url());
+    if let Some(admin) = bound.admin {
+        eprintln!("admin endpoints on http://{admin}");
+    }
+    bound.run().await
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM.

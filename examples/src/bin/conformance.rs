@@ -46,10 +46,11 @@ async fn main() -> anyhow::Result<()> {
 
     let handler = Conformance::new()?;
     let shutdown = serve::shutdown_on_signal();
-    let router = if args.bare {
-        serve::mcp_router(handler, &shutdown)
+    let config = StackConfig::load(args.config.as_deref())?;
+    let http = config.http.clone();
+    if args.bare {
+        serve::serve_edge(handler, None, http, Some(args.http), shutdown).await
     } else {
-        let config = StackConfig::load(args.config.as_deref())?;
         // The per-tool override from code: tools whose notifications the caller must see
         // are neither cached nor shared (see NOTIFYING_TOOLS).
         let stack = NOTIFYING_TOOLS
@@ -61,7 +62,6 @@ async fn main() -> anyhow::Result<()> {
                 )
             })
             .build()?;
-        serve::mcp_router(stack.serve(handler), &shutdown)
-    };
-    serve::serve_http(router, args.http, shutdown).await
+        serve::serve_edge(stack.serve(handler), None, http, Some(args.http), shutdown).await
+    }
 }

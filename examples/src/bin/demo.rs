@@ -3,7 +3,8 @@
 //! ```text
 //! demo                               # MCP over stdio (for Claude Desktop, Inspector…)
 //! demo --http 127.0.0.1:8080         # MCP over streamable HTTP at http://127.0.0.1:8080/mcp,
-//!                                    # with /metrics, /health and /stats beside it
+//!                                    # with /metrics, /health and /stats beside it (the
+//!                                    # `[http]` section sets the rest: auth, origins…)
 //! demo --config stack.toml           # stack configuration (MCP_TOWER_* env vars also apply)
 //! demo --bare                        # the same handler without any layer (a baseline)
 //! ```
@@ -11,7 +12,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
-use mcp_tower::{McpStack, StackConfig, StackHandles};
+use mcp_tower::{HttpConfig, McpStack, StackConfig, StackHandles};
 use mcp_tower_examples::{demo::Demo, serve};
 use rmcp::ServerHandler;
 
@@ -41,30 +42,29 @@ async fn main() -> anyhow::Result<()> {
     serve::log_to_stderr(args.log);
 
     let handler = Demo::new().with_weather_latency(args.weather_latency);
-    if args.bare {
-        return serve(handler, args.http, None).await;
-    }
     let config = StackConfig::load(args.config.as_deref())?;
+    let http = config.http.clone();
+    if args.bare {
+        return serve(handler, args.http, None, http).await;
+    }
     let server = McpStack::from_config(config)?.serve(handler);
     let handles = server.handles().clone();
-    serve(server, args.http, Some(&handles)).await
+    serve(server, args.http, Some(&handles), http).await
 }
 
-/// Serves on stdio, or on HTTP with `/mcp` and (when the stack is there) the admin endpoints.
+/// Serves on stdio, or on the HTTP edge with `/mcp` and (when the stack is there) the admin
+/// endpoints.
 async fn serve<S: ServerHandler + Clone>(
     server: S,
-    http: Option<SocketAddr>,
+    bind: Option<SocketAddr>,
     handles: Option<&StackHandles>,
+    http: HttpConfig,
 ) -> anyhow::Result<()> {
-    match http {
+    match bind {
         None => serve::serve_stdio(server).await,
         Some(addr) => {
             let shutdown = serve::shutdown_on_signal();
-            let mut router = serve::mcp_router(server, &shutdown);
-            if let Some(handles) = handles {
-                router = serve::with_admin_endpoints(router, handles);
-            }
-            serve::serve_http(router, addr, shutdown).await
+            serve::serve_edge(server, handles, http, Some(addr), shutdown).await
         }
     }
 }

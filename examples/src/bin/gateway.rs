@@ -39,15 +39,20 @@ async fn main() -> anyhow::Result<()> {
 
     let config = GatewayConfig::load(&args.config)?;
     let addr = args.http.unwrap_or_else(|| config.listen());
+    let http = config.stack.http.clone();
     let app = GatewayApp::build(config).await?;
 
     let shutdown = serve::shutdown_on_signal();
-    // /mcp, and beside it /metrics, /health (503 while a required upstream is down) and /stats.
-    let router = serve::with_admin_endpoints(
-        serve::mcp_router(app.server.clone(), &shutdown),
-        app.server.handles(),
-    );
-    let served = serve::serve_http(router, addr, shutdown).await;
+    // /mcp, and beside it /metrics, /health (503 while a required upstream is down) and
+    // /stats, on the HTTP edge (`[stack.http]`: auth, origins, sessions).
+    let served = serve::serve_edge(
+        app.server.clone(),
+        Some(app.server.handles()),
+        http,
+        Some(addr),
+        shutdown,
+    )
+    .await;
 
     // Close every upstream session; child processes are reaped, none is left behind.
     app.shutdown().await;

@@ -45,8 +45,9 @@ async fn main() -> anyhow::Result<()> {
     serve::log_to_stderr(args.log);
 
     let ssh = SshPool::new(load_config(&args.hosts)?)?;
-    let server = McpStack::from_config(StackConfig::load(args.config.as_deref())?)?
-        .serve(SshTools::new(ssh.clone()));
+    let config = StackConfig::load(args.config.as_deref())?;
+    let http = config.http.clone();
+    let server = McpStack::from_config(config)?.serve(SshTools::new(ssh.clone()));
     // The pool's figures (per host: connections, in flight, connects, reaped…) in /metrics,
     // /stats and /health.
     if let Some(metrics) = server.handles().metrics.as_ref() {
@@ -56,11 +57,8 @@ async fn main() -> anyhow::Result<()> {
         None => serve::serve_stdio(server).await,
         Some(addr) => {
             let shutdown = serve::shutdown_on_signal();
-            let router = serve::with_admin_endpoints(
-                serve::mcp_router(server.clone(), &shutdown),
-                server.handles(),
-            );
-            serve::serve_http(router, addr, shutdown).await
+            let handles = server.handles().clone();
+            serve::serve_edge(server, Some(&handles), http, Some(addr), shutdown).await
         }
     };
     ssh.shutdown().await;
