@@ -241,6 +241,7 @@ fn e2e_rows(runs: &[crate::e2e::Run]) -> Vec<Value> {
                 .then(|| {
                     runs.iter().find(|b| {
                         b.server == Server::Bare
+                            && b.mode == run.mode
                             && b.workload == run.workload
                             && b.concurrency == run.concurrency
                     })
@@ -257,6 +258,7 @@ fn e2e_rows(runs: &[crate::e2e::Run]) -> Vec<Value> {
                 "rps": round(run.rps()),
                 "p95_ns": run.quantile_us(0.95) as f64 * 1000.0,
                 "p99_ns": run.quantile_us(0.99) as f64 * 1000.0,
+                "server_rss_kib": run.rss_kib,
             })
         })
         .collect()

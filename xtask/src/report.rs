@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::{
     bench::{Measurement, format_ns},
-    e2e::{self, Run, Server, Workload},
+    e2e::{self, Mode, Run, Server, Workload},
     svg,
 };
 
@@ -195,37 +195,55 @@ fn write_e2e(md: &mut String, charts: &Path, runs: &[Run]) -> anyhow::Result<()>
     let _ = writeln!(
         md,
         "## End to end\n\nThe demo server over streamable HTTP on 127.0.0.1, with the full `McpStack` \
-         (`layered`) and without it (`bare`), driven by the load generator in `xtask/src/e2e.rs` \
-         on the same machine (so client and server share the cores). `instant` is `echo`; `hit` is \
-         one `weather` key (cached by the layered server); `miss` is a new city each call (the \
-         ~150 ms tool runs); `mixed` is 90 % hits.\n"
+         (`layered`) and without it (`bare`: the demo's handler on rmcp alone, the ceiling), \
+         driven by `xtask/src/e2e.rs` the way outside clients drive a server: raw HTTP/1.1 on one \
+         keep-alive connection per worker, each answer read to its end. Client and server share \
+         the machine's cores. Modes: `json` (2026-07-28 stateless, JSON answers), `sse` (2026-07-28 \
+         stateless, SSE answers), `session` (a 2025-11-25 session per connection, SSE answers). \
+         `instant` is `echo`; `hit` is one `weather` key (cached by the layered server); `miss` is a \
+         new city each call (the ~150 ms tool runs); `mixed` is 90 % hits. `driver` is a trivial \
+         in-process handler: what the driver itself can do. RSS is the server's after the run.\n"
     );
-    let find = |s: Server, w: Workload, c: usize| {
+    let find = |s: Server, m: Mode, w: Workload, c: usize| {
         runs.iter()
-            .find(|r| r.server == s && r.workload == w && r.concurrency == c)
+            .find(|r| r.server == s && r.mode == m && r.workload == w && r.concurrency == c)
     };
-    if let (Some(hit), Some(instant)) = (
-        find(Server::Layered, Workload::Hit, 32),
-        find(Server::Bare, Workload::Instant, 32),
-    ) {
+    for mode in [Mode::Json, Mode::Sse] {
+        if let (Some(hit), Some(instant)) = (
+            find(Server::Layered, mode, Workload::Hit, 32),
+            find(Server::Bare, mode, Workload::Instant, 32),
+        ) {
+            let one = find(Server::Layered, mode, Workload::Hit, 1);
+            let _ = writeln!(
+                md,
+                "**{} mode:** at concurrency 32 the layered server answers cache hits at {:.0} req/s, \
+                 {:.1} % of the bare server's instant tool ({:.0} req/s); layered hit p99 {}{}.\n",
+                mode.name(),
+                hit.rps(),
+                100.0 * hit.rps() / instant.rps(),
+                instant.rps(),
+                e2e::fmt_us(hit.quantile_us(0.99)),
+                one.map(|r| format!(", p50 at concurrency 1 {}", e2e::fmt_us(r.quantile_us(0.5))))
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    if let Some(driver) = find(Server::Driver, Mode::Json, Workload::Instant, 32) {
         let _ = writeln!(
             md,
-            "**Headline:** at concurrency 32 the layered server answers cache hits at {:.0} req/s, \
-             {:.0} % of the bare server's instant-tool rate ({:.0} req/s); layered hit p99 {}.\n",
-            hit.rps(),
-            100.0 * hit.rps() / instant.rps(),
-            instant.rps(),
-            e2e::fmt_us(hit.quantile_us(0.99)),
+            "**Driver ceiling:** {:.0} req/s at concurrency 32 against a trivial handler.\n",
+            driver.rps()
         );
     }
     let _ = writeln!(
         md,
-        "| workload | concurrency | server | requests | req/s | p50 | p95 | p99 | errors |\n|---|---:|---|---:|---:|---:|---:|---:|---:|"
+        "| mode | workload | concurrency | server | requests | req/s | p50 | p95 | p99 | errors | server RSS |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
     );
     for run in runs {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            run.mode.name(),
             run.workload.name(),
             run.concurrency,
             run.server.name(),
@@ -234,15 +252,18 @@ fn write_e2e(md: &mut String, charts: &Path, runs: &[Run]) -> anyhow::Result<()>
             e2e::fmt_us(run.quantile_us(0.5)),
             e2e::fmt_us(run.quantile_us(0.95)),
             e2e::fmt_us(run.quantile_us(0.99)),
-            run.errors
+            run.errors,
+            run.rss_kib
+                .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+                .unwrap_or_else(|| "—".into()),
         );
     }
-    for c in [1usize, 32] {
+    for c in e2e::CONCURRENCY {
         let groups: Vec<svg::BarGroup> = Workload::ALL
             .iter()
             .filter_map(|w| {
-                let bare = find(Server::Bare, *w, c)?;
-                let layered = find(Server::Layered, *w, c)?;
+                let bare = find(Server::Bare, Mode::Json, *w, c)?;
+                let layered = find(Server::Layered, Mode::Json, *w, c)?;
                 Some(svg::BarGroup {
                     category: w.name().to_owned(),
                     values: vec![
@@ -259,7 +280,7 @@ fn write_e2e(md: &mut String, charts: &Path, runs: &[Run]) -> anyhow::Result<()>
         std::fs::write(
             charts.join(&file),
             svg::grouped_bars(
-                &format!("Requests per second at concurrency {c}"),
+                &format!("Requests per second at concurrency {c} (json mode)"),
                 &groups,
                 &|v| format!("{v:.0}/s"),
             ),
@@ -268,7 +289,7 @@ fn write_e2e(md: &mut String, charts: &Path, runs: &[Run]) -> anyhow::Result<()>
     }
     let rows: Vec<svg::BoxRow> = runs
         .iter()
-        .filter(|r| r.concurrency == 32)
+        .filter(|r| r.concurrency == 32 && r.mode == Mode::Json)
         .map(|r| svg::BoxRow {
             label: format!("{} {}", r.workload.name(), r.server.name()),
             samples: r
@@ -283,7 +304,7 @@ fn write_e2e(md: &mut String, charts: &Path, runs: &[Run]) -> anyhow::Result<()>
         std::fs::write(
             charts.join("e2e-latency-c32.svg"),
             svg::box_plot(
-                "Latency at concurrency 32 (p5–p95 whiskers)",
+                "Latency at concurrency 32, json mode (p5–p95 whiskers)",
                 &rows,
                 &|v| format_ns(v),
             ),
