@@ -486,6 +486,28 @@ impl Connection {
         Ok((session, body))
     }
 
+    /// Ends the connection's session, if it has one (`DELETE` with its id), as a client
+    /// that is done would: sessions left open would weigh on the next run.
+    async fn close(mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let Ok(request) = Request::delete("/mcp")
+            .header("host", &*self.target.addr)
+            .header("mcp-session-id", session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .header("authorization", "Bearer mcp-tower-bench")
+            .body(Full::new(Bytes::new()))
+        else {
+            return;
+        };
+        if self.sender.ready().await.is_ok()
+            && let Ok(response) = self.sender.send_request(request).await
+        {
+            let _ = response.into_body().collect().await;
+        }
+    }
+
     /// One `tools/call`; `Ok(true)` when it answered a result that is not an error.
     async fn call(&mut self, id: u64, tool: &str, arguments: Value) -> anyhow::Result<bool> {
         let mut params = json!({"name": tool, "arguments": arguments});
@@ -551,6 +573,7 @@ async fn drive(
                     errors += 1;
                 }
             }
+            connection.close().await;
             (latencies, errors)
         }));
     }
