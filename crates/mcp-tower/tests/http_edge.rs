@@ -388,3 +388,91 @@ fn a_public_bind_without_auth_refuses_to_start_unless_told() {
     let from_toml = StackConfig::from_toml_str("[http]\nbind = \"0.0.0.0:9000\"\n").unwrap_err();
     assert!(from_toml.to_string().contains("http.bind"), "{from_toml}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_on_their_own_address_with_their_own_token_or_off() {
+    let dir = std::env::temp_dir().join(format!("mcp-tower-edge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tokens = dir.join("tokens");
+    let admin_tokens = dir.join("admin-tokens");
+    std::fs::write(&tokens, "alice:alice-token-0000000\n").unwrap();
+    std::fs::write(&admin_tokens, "ops:ops-token-00000000000\n").unwrap();
+    let http = HttpConfig {
+        admin: mcp_tower::AdminMode::Separate,
+        admin_bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        tokens_file: Some(tokens.clone()),
+        admin_tokens_file: Some(admin_tokens),
+        ..loopback()
+    };
+    let edge = HttpEdge::new(http).unwrap();
+    let echo = Echo::default();
+    let server = McpStack::with_defaults().unwrap().serve(echo);
+    let handles = server.handles().clone();
+    let stop = CancellationToken::new();
+    let bound = edge.bind(server, Some(&handles), &stop).await.unwrap();
+    let admin = bound.admin.expect("an admin listener");
+    let mcp = bound.mcp;
+    tokio::spawn(bound.run());
+    let client = reqwest::Client::new();
+    let get = |url: String, token: &'static str| {
+        let request = client.get(url).bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(
+        get(format!("http://{admin}/stats"), "ops-token-00000000000").await,
+        200
+    );
+    assert_eq!(
+        get(format!("http://{admin}/stats"), "alice-token-0000000").await,
+        401,
+        "the admin endpoints take their own tokens"
+    );
+    assert_eq!(
+        get(format!("http://{mcp}/stats"), "alice-token-0000000").await,
+        404,
+        "not beside /mcp"
+    );
+
+    // SIGHUP reads the tokens file again: a new token works, the removed one is refused.
+    std::fs::write(&tokens, "alice:alice-rotated-00000000\n").unwrap();
+    let body = call_body(1, "after rotation");
+    let status = |token: &'static str| {
+        let request = post(&client, &format!("http://{mcp}/mcp"), &body).bearer_auth(token);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(status("alice-token-0000000").await, 200);
+    let pid = std::process::id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The reload runs on the signal task: wait for its effect, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status("alice-rotated-00000000").await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the tokens file was not reloaded"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(status("alice-token-0000000").await, 401);
+    stop.cancel();
+
+    // `admin = "off"`: no admin endpoint anywhere.
+    let off = serve(
+        HttpConfig {
+            admin: mcp_tower::AdminMode::Off,
+            ..loopback()
+        },
+        None,
+    )
+    .await;
+    let stats = client
+        .get(format!("{}/stats", off.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stats.status(), 404);
+    std::fs::remove_dir_all(&dir).ok();
+}
