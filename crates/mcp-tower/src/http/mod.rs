@@ -1,4 +1,4 @@
-//! The HTTP edge (feature `http`): what sits between a socket and a [`LayeredServer`] —
+//! The HTTP edge (feature `http`): what sits between a socket and a [`LayeredServer`](crate::LayeredServer) —
 //! bind, `TCP_NODELAY` on every accepted connection, Host and Origin checks, optional bearer
 //! auth whose token *name* becomes the caller's principal, a cap on live legacy sessions,
 //! the admin endpoints (`/metrics`, `/health`, `/stats`) beside `/mcp`, on their own address
