@@ -476,3 +476,36 @@ async fn admin_endpoints_on_their_own_address_with_their_own_token_or_off() {
     assert_eq!(stats.status(), 404);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_413_and_sessions_off_answers_legacy_clients_statelessly() {
+    let served = serve(
+        HttpConfig {
+            max_body_bytes: 1024,
+            sessions: mcp_tower::SessionsConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            ..loopback()
+        },
+        None,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let big = call_body(1, &"x".repeat(4096));
+    let refused = post(&client, &served.url, &big).send().await.unwrap();
+    assert_eq!(refused.status(), 413);
+    assert_eq!(served.echo.runs.load(Ordering::SeqCst), 0, "nothing ran");
+    let small = post(&client, &served.url, &call_body(2, "fits"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+
+    let opened = initialize(&client, &served.url).await;
+    assert_eq!(opened.status(), 200);
+    assert!(
+        !opened.headers().contains_key("mcp-session-id"),
+        "no session with `sessions.enabled = false`"
+    );
+}
