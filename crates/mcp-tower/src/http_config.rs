@@ -184,6 +184,17 @@ impl HttpConfig {
                 ));
             }
         }
+        if self.binds_beyond_loopback() && self.allowed_hosts.is_empty() {
+            return Err((
+                "allowed_hosts",
+                format!(
+                    "{} is reachable from other machines but `allowed_hosts` is not set: the \
+                     default accepts only loopback names, so every remote request would get \
+                     403. List the host names clients use (`allowed_hosts = [\"mcp.example.com\"]`)",
+                    self.bind
+                ),
+            ));
+        }
         if self.binds_beyond_loopback() && self.tokens_file.is_none() && !self.allow_unauthenticated
         {
             return Err((

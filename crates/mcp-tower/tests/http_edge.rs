@@ -371,8 +371,17 @@ async fn the_session_cap_turns_away_a_session_beyond_it_with_a_clear_error() {
 fn a_public_bind_without_auth_refuses_to_start_unless_told() {
     let public = HttpConfig {
         bind: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        allowed_hosts: vec!["mcp.example.com".into()],
         ..HttpConfig::default()
     };
+    let no_hosts = HttpEdge::new(HttpConfig {
+        allowed_hosts: Vec::new(),
+        allow_unauthenticated: true,
+        ..public.clone()
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(no_hosts.contains("http.allowed_hosts"), "{no_hosts}");
     let error = HttpEdge::new(public.clone()).unwrap_err().to_string();
     assert!(
         error.contains("http.bind")
@@ -385,7 +394,10 @@ fn a_public_bind_without_auth_refuses_to_start_unless_told() {
         ..public
     };
     assert!(HttpEdge::new(allowed).is_ok());
-    let from_toml = StackConfig::from_toml_str("[http]\nbind = \"0.0.0.0:9000\"\n").unwrap_err();
+    let from_toml = StackConfig::from_toml_str(
+        "[http]\nbind = \"0.0.0.0:9000\"\nallowed_hosts = [\"mcp.example.com\"]\n",
+    )
+    .unwrap_err();
     assert!(from_toml.to_string().contains("http.bind"), "{from_toml}");
 }
 
