@@ -30,49 +30,53 @@ fn split_authority(authority: &str) -> (&str, Option<&str>) {
 }
 
 impl Guard {
-    /// A guard accepting `hosts` and `origins` (see [`crate::HttpConfig`]).
+    /// A guard accepting `hosts` and `origins` (see [`crate::HttpConfig`]). Entries are
+    /// lower-cased once here; a request's values are compared without allocating.
     pub fn new(hosts: Vec<String>, origins: Vec<String>) -> Self {
+        let lower = |v: Vec<String>| -> Arc<[String]> {
+            v.into_iter()
+                .map(|e| e.trim().to_ascii_lowercase())
+                .collect()
+        };
         Self {
-            hosts: hosts.into(),
-            origins: origins.into(),
+            hosts: lower(hosts),
+            origins: lower(origins),
         }
     }
 
     /// Whether a `Host` header value is accepted: an entry equal to it, or to its host part
     /// (an entry without a port accepts any port).
     pub fn host_allowed(&self, host: &str) -> bool {
-        let host = host.trim().to_ascii_lowercase();
-        let (name, port) = split_authority(&host);
+        let (name, port) = split_authority(host.trim());
         self.hosts.iter().any(|entry| {
-            let entry = entry.to_ascii_lowercase();
-            let (entry_name, entry_port) = split_authority(&entry);
-            entry_name == name && (entry_port.is_none() || entry_port == port)
+            let (entry_name, entry_port) = split_authority(entry);
+            entry_name.eq_ignore_ascii_case(name) && (entry_port.is_none() || entry_port == port)
         })
     }
 
     /// Whether an `Origin` header value is accepted.
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        let origin = origin.trim().to_ascii_lowercase();
-        if origin == "null" {
+        let origin = origin.trim();
+        if origin.eq_ignore_ascii_case("null") {
             return self.origins.iter().any(|o| o == "null");
         }
         let Some((scheme, authority)) = origin.split_once("://") else {
             return false;
         };
         let (name, port) = split_authority(authority.trim_end_matches('/'));
-        let default_port = match scheme {
-            "https" => "443",
-            _ => "80",
+        let default_port = if scheme.eq_ignore_ascii_case("https") {
+            "443"
+        } else {
+            "80"
         };
         let port = port.unwrap_or(default_port);
         self.origins.iter().any(|entry| {
-            let entry = entry.to_ascii_lowercase();
             let Some((entry_scheme, entry_authority)) = entry.split_once("://") else {
                 return false;
             };
             let (entry_name, entry_port) = split_authority(entry_authority.trim_end_matches('/'));
-            entry_scheme == scheme
-                && entry_name == name
+            entry_scheme.eq_ignore_ascii_case(scheme)
+                && entry_name.eq_ignore_ascii_case(name)
                 && match entry_port {
                     None | Some("*") => true,
                     Some(p) => p == port,
@@ -151,5 +155,10 @@ mod tests {
         );
         assert!(!guard.origin_allowed("null"));
         assert!(!guard.origin_allowed("garbage"));
+        assert!(
+            guard.host_allowed("LocalHost:8080"),
+            "names are case-insensitive"
+        );
+        assert!(guard.origin_allowed("HTTP://LOCALHOST:6274"));
     }
 }
