@@ -173,6 +173,22 @@ impl Demo {
         self
     }
 
+    /// Declares which demo tools are *public* in `config`, unless the configuration already
+    /// says: `weather` and `echo` (their results do not depend on who asks, so every caller
+    /// shares one cache entry), while `fx_rate` keeps the default *private* scope (a rate
+    /// could depend on the customer): a newcomer sees shared hits and per-caller isolation
+    /// side by side.
+    pub fn declare_scopes(config: &mut mcp_tower::StackConfig) {
+        for tool in ["weather", "echo"] {
+            config
+                .tools
+                .entry(tool.to_owned())
+                .or_default()
+                .scope
+                .get_or_insert(mcp_tower::CacheScope::Public);
+        }
+    }
+
     /// The notes appended so far.
     pub fn notes(&self) -> Vec<String> {
         lock(&self.notes).clone()

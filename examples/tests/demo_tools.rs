@@ -286,3 +286,77 @@ async fn http_raw_bad_input() {
         .await;
     assert_eq!(r["result"]["content"][0]["text"], "alive", "{r}");
 }
+
+/// The demo over HTTP shows both scopes side by side: `weather` is public (one entry for
+/// every caller), `fx_rate` private (one per caller: per legacy session here, and none at
+/// all for anonymous stateless callers).
+#[tokio::test]
+async fn public_hits_are_shared_and_private_results_stay_with_their_caller() {
+    let demo = HttpDemo::start(&[]).await;
+    let hit = |r: &Value| {
+        assert!(r.get("result").is_some(), "{r}");
+        r["result"]["_meta"]["io.github.mcp-tower/cache"]["hit"] == true
+    };
+    let (alice, bob) = (
+        RawHttp::start(&demo.url).await,
+        RawHttp::start(&demo.url).await,
+    );
+    let weather = json!({"name": "weather", "arguments": {"city": "Bergen"}});
+    let fx = json!({"name": "fx_rate", "arguments": {"from": "EUR", "to": "SEK"}});
+    assert!(!hit(&alice.request(2, "tools/call", weather.clone()).await));
+    assert!(
+        hit(&bob.request(2, "tools/call", weather.clone()).await),
+        "public: shared"
+    );
+    assert!(!hit(&alice.request(3, "tools/call", fx.clone()).await));
+    assert!(
+        hit(&alice.request(4, "tools/call", fx.clone()).await),
+        "same caller"
+    );
+    assert!(
+        !hit(&bob.request(3, "tools/call", fx.clone()).await),
+        "private: not bob's"
+    );
+
+    // Anonymous stateless (2026-07-28) callers: the public entry, but no private one.
+    let stateless = |id: u64, params: &Value| {
+        let mut params = params.clone();
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "anon", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": {}
+        });
+        let name = params["name"].as_str().unwrap().to_owned();
+        let url = demo.url.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .header("accept", "application/json, text/event-stream")
+                .header("content-type", "application/json")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", name)
+                .json(
+                    &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}),
+                )
+                .send()
+                .await
+                .unwrap();
+            common::jsonrpc_body(response).await
+        }
+    };
+    assert!(hit(&stateless(5, &weather).await));
+    assert!(!hit(&stateless(6, &fx).await));
+    assert!(
+        !hit(&stateless(7, &fx).await),
+        "anonymous callers share nothing private"
+    );
+    let stats: Value = reqwest::get(demo.url.replace("/mcp", "/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cache = stats["layers"]["cache"].clone();
+    assert_eq!(cache["bypassed_anonymous"], 2, "{stats}");
+}

@@ -20,6 +20,9 @@ pub struct CacheStats {
     /// Calls that were not cacheable (their tool's policy has no TTL, the tool is unknown,
     /// or the cache is off) and went straight through.
     pub bypassed: u64,
+    /// Of `bypassed`: calls to a private tool by an anonymous caller (no verified identity),
+    /// which would otherwise have been cached (see `mcp_tower_core::Anonymous`).
+    pub bypassed_anonymous: u64,
     /// Results handed to the store.
     pub inserts: u64,
     /// Results not stored because they exceed `max_entry_bytes`.
@@ -70,6 +73,7 @@ impl CacheHandle {
             hits: c.hits.get(),
             misses: c.misses.get(),
             bypassed: c.bypassed.get(),
+            bypassed_anonymous: c.bypassed_anonymous.get(),
             inserts: c.inserts.get(),
             skipped_too_large: c.skipped_too_large.get(),
             stale_served: c.stale_served.get(),
@@ -134,6 +138,11 @@ impl LayerReport for CacheHandle {
                 s.bypassed,
             ),
             Figure::counter(
+                "mcp_cache_bypassed_anonymous_total",
+                "Tool calls to private tools not cached because the caller is anonymous.",
+                s.bypassed_anonymous,
+            ),
+            Figure::counter(
                 "mcp_cache_inserts_total",
                 "Tool results stored in the cache.",
                 s.inserts,
@@ -185,6 +194,7 @@ impl LayerReport for CacheHandle {
             "hits": s.hits,
             "misses": s.misses,
             "bypassed": s.bypassed,
+            "bypassed_anonymous": s.bypassed_anonymous,
             "hit_ratio": s.hit_ratio(),
             "inserts": s.inserts,
             "skipped_too_large": s.skipped_too_large,

@@ -100,6 +100,9 @@ where
     fn call(&mut self, call: ToolCall) -> Self::Future {
         let Some(plan) = self.state.plan(&call) else {
             self.state.counters.bypassed.add();
+            if call.bypasses_anonymous() {
+                self.state.counters.bypassed_anonymous.add();
+            }
             return ResponseFuture::bypass(self.inner.clone(), call);
         };
         match self.state.store.get(&plan.key).into_ready() {

@@ -73,6 +73,7 @@ pub(crate) struct Counters {
     pub(crate) hits: StripedCounter,
     pub(crate) misses: Counter,
     pub(crate) bypassed: Counter,
+    pub(crate) bypassed_anonymous: Counter,
     pub(crate) inserts: Counter,
     pub(crate) skipped_too_large: Counter,
     pub(crate) stale_served: Counter,

@@ -16,17 +16,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    CacheScope, CallKey, DefaultPartitioner, KeySecret, Partition, Partitioner, PolicyTable,
-    Principal, ToolPolicy,
+    Anonymous, CacheScope, CallKey, DefaultPartitioner, KeySecret, Partition, Partitioner,
+    PolicyTable, Principal, ToolPolicy,
 };
 
-/// What every call of a stack shares: the [`PolicyTable`], the [`Partitioner`] and the
-/// [`KeySecret`]. Built once (by the facade's `McpStack`), shared by `Arc`.
+/// What every call of a stack shares: the [`PolicyTable`], the [`Partitioner`], the
+/// [`KeySecret`] and how anonymous callers are treated ([`Anonymous`]). Built once (by the
+/// facade's `McpStack`), shared by `Arc`.
 #[derive(Debug)]
 pub struct CallResolver {
     policies: PolicyTable,
     partitioner: Arc<dyn Partitioner>,
     secret: KeySecret,
+    anonymous: Anonymous,
 }
 
 impl Default for CallResolver {
@@ -43,7 +45,20 @@ impl CallResolver {
             policies,
             partitioner: Arc::new(DefaultPartitioner::new(secret)),
             secret,
+            anonymous: Anonymous::default(),
         }
+    }
+
+    /// How calls of [`Principal::ANONYMOUS`] use private tools (default
+    /// [`Anonymous::Bypass`]: not cached, not deduplicated).
+    pub fn with_anonymous(mut self, anonymous: Anonymous) -> Self {
+        self.anonymous = anonymous;
+        self
+    }
+
+    /// How calls of [`Principal::ANONYMOUS`] use private tools.
+    pub fn anonymous(&self) -> Anonymous {
+        self.anonymous
     }
 
     /// Uses `secret` for call keys (and for the default partitioner's digests).
@@ -93,6 +108,7 @@ struct CallInner {
     resolver: Arc<CallResolver>,
     received_at: Instant,
     policy: OnceLock<Arc<ToolPolicy>>,
+    anonymous_bypass: OnceLock<bool>,
     principal: OnceLock<Principal>,
     key: OnceLock<CallKey>,
 }
@@ -169,6 +185,7 @@ impl ToolCall {
                 resolver,
                 received_at: Instant::now(),
                 policy: OnceLock::new(),
+                anonymous_bypass: OnceLock::new(),
                 principal: OnceLock::new(),
                 key: OnceLock::new(),
             }),
@@ -226,11 +243,18 @@ impl ToolCall {
     }
 
     /// The tool's policy, resolved once per call. For a continuation
-    /// ([`ToolCall::is_continuation`]) caching and deduplication are off.
+    /// ([`ToolCall::is_continuation`]), and for an anonymous caller of a private tool
+    /// ([`ToolCall::bypasses_anonymous`]), caching and deduplication are off.
     pub fn policy(&self) -> &ToolPolicy {
         self.inner.policy.get_or_init(|| {
             let policy = self.inner.resolver.policies().resolve(self.name());
-            if self.is_continuation() && (policy.cacheable() || policy.dedup) {
+            let shares = policy.cacheable() || policy.dedup;
+            let anonymous = shares
+                && policy.scope == CacheScope::Private
+                && self.inner.resolver.anonymous == Anonymous::Bypass
+                && self.principal().is_anonymous();
+            let _ = self.inner.anonymous_bypass.set(anonymous);
+            if shares && (anonymous || self.is_continuation()) {
                 let mut own = ToolPolicy::clone(&policy);
                 own.cache_ttl = None;
                 own.dedup = false;
@@ -239,6 +263,15 @@ impl ToolCall {
                 policy
             }
         })
+    }
+
+    /// Whether the call would have been cached or deduplicated, but is not because its tool
+    /// is private and its caller anonymous ([`Principal::ANONYMOUS`] with
+    /// [`Anonymous::Bypass`]). The cache and the deduplicator count these calls as
+    /// `bypassed_anonymous`.
+    pub fn bypasses_anonymous(&self) -> bool {
+        self.policy();
+        self.inner.anonymous_bypass.get().copied().unwrap_or(false)
     }
 
     /// The caller's principal, derived once per call by the resolver's partitioner.
@@ -298,6 +331,7 @@ impl ToolCall {
                 resolver: Arc::clone(&self.inner.resolver),
                 received_at: self.inner.received_at,
                 policy: copy(&self.inner.policy),
+                anonymous_bypass: copy(&self.inner.anonymous_bypass),
                 principal: copy(&self.inner.principal),
                 key: copy(&self.inner.key),
             }),
@@ -399,6 +433,46 @@ mod tests {
         assert!(call.policy().retry, "retry is unaffected");
         let plain = ToolCall::with_resolver("pub", None, r);
         assert!(plain.policy().cacheable());
+    }
+
+    #[derive(Debug)]
+    struct Nobody;
+    impl Partitioner for Nobody {
+        fn principal(&self, _: Option<&RequestContext<RoleServer>>) -> Principal {
+            Principal::ANONYMOUS
+        }
+    }
+
+    #[test]
+    fn anonymous_callers_of_private_tools_share_nothing_by_default() {
+        let tables = || Arc::try_unwrap(resolver()).unwrap();
+        let bypass = Arc::new(tables().with_partitioner(Nobody));
+        let private = ToolCall::with_resolver("priv", object!({"a": 1}), Arc::clone(&bypass));
+        assert!(private.bypasses_anonymous());
+        assert!(!private.policy().cacheable());
+        assert!(!private.policy().dedup);
+        let public = ToolCall::with_resolver("pub", object!({"a": 1}), Arc::clone(&bypass));
+        assert!(
+            !public.bypasses_anonymous(),
+            "public results do not depend on the caller"
+        );
+        assert!(public.policy().cacheable() && public.policy().dedup);
+
+        let shared = Arc::new(
+            tables()
+                .with_partitioner(Nobody)
+                .with_anonymous(Anonymous::Shared),
+        );
+        let private = ToolCall::with_resolver("priv", object!({"a": 1}), shared);
+        assert!(!private.bypasses_anonymous());
+        assert!(private.policy().cacheable());
+        assert_eq!(
+            private.partition(),
+            Partition::Principal(Principal::ANONYMOUS)
+        );
+        // The local principal (stdio) is an identity.
+        let local = ToolCall::with_resolver("priv", object!({"a": 1}), resolver());
+        assert!(!local.bypasses_anonymous() && local.policy().cacheable());
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub use key::{
     CallKey, CallKeyBuildHasher, CallKeyHasher, KeySecret, KeySecretTooShort, Partition,
 };
 pub use partition::{
-    AuthenticatedName, DefaultPartitioner, Partitioner, Principal, SESSION_ID_HEADER,
+    Anonymous, AuthenticatedName, DefaultPartitioner, Partitioner, Principal, SESSION_ID_HEADER,
+    VerifiedSession,
 };
 pub use policy::{CacheScope, PolicyDefaults, PolicyTable, ToolId, ToolOverride, ToolPolicy};
 pub use report::{Figure, FigureKind, LayerReport};

@@ -1,14 +1,23 @@
 //! Principals and the [`Partitioner`] that derives them from a call.
 //!
 //! A *private* tool's results are shared only among calls of the same principal. The
-//! default [`DefaultPartitioner`] takes the principal from, in order:
+//! principal comes only from an identity something verified. The default
+//! [`DefaultPartitioner`] takes it from, in order:
 //!
-//! 0. the [`AuthenticatedName`] the HTTP edge verified (a bearer token's name: every token of
+//! 1. the [`AuthenticatedName`] the HTTP edge verified (a bearer token's name: every token of
 //!    one name is one principal, so rotating a token keeps the user's cache);
-//! 1. a digest of the HTTP `Authorization` header (rmcp's streamable HTTP server puts the
-//!    request's [`http::request::Parts`] in the request context's extensions);
-//! 2. else the MCP session id (the `Mcp-Session-Id` header);
-//! 3. else one local principal (stdio: the single client on the other end of the pipe).
+//! 2. a digest of a non-empty HTTP `Authorization` header (something in front of the
+//!    server checked it; whoever sends the same credentials is the same caller);
+//! 3. a legacy MCP session id **that rmcp's session manager validated**
+//!    ([`VerifiedSession`], put there by the edge's session manager), never a bare
+//!    `Mcp-Session-Id` header: rmcp does not look at that header on a stateless
+//!    2026-07-28 request, so anyone could send another caller's;
+//! 4. none of these on an HTTP request: [`Principal::ANONYMOUS`]. Private tools are then
+//!    neither cached nor deduplicated for the call, unless the stack is configured with
+//!    `anonymous = "shared"` ([`Anonymous::Shared`]: every anonymous caller is one
+//!    principal);
+//! 5. no HTTP request at all (stdio, or no request context): [`Principal::LOCAL`], the
+//!    single client on the other end of the pipe.
 //!
 //! Only keyed digests are kept: a principal never holds a token or header value.
 
@@ -25,6 +34,16 @@ pub struct Principal(u128);
 impl Principal {
     /// The single principal of a local (stdio) server, and of calls without a context.
     pub const LOCAL: Principal = Principal(0);
+
+    /// A caller nobody identified (an HTTP request with no verified identity). Not a
+    /// principal results may be shared in, unless the stack is configured with
+    /// [`Anonymous::Shared`].
+    pub const ANONYMOUS: Principal = Principal(u128::MAX);
+
+    /// Whether this is [`Principal::ANONYMOUS`].
+    pub fn is_anonymous(&self) -> bool {
+        *self == Self::ANONYMOUS
+    }
 
     /// A principal from its 128 bits (tests, custom partitioners).
     pub fn from_u128(bits: u128) -> Self {
@@ -47,6 +66,8 @@ impl fmt::Debug for Principal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if *self == Self::LOCAL {
             f.write_str("Principal(local)")
+        } else if *self == Self::ANONYMOUS {
+            f.write_str("Principal(anonymous)")
         } else {
             // Only a prefix: enough to tell principals apart in logs.
             write!(f, "Principal({:08x}…)", (self.0 >> 96) as u32)
@@ -61,6 +82,29 @@ impl fmt::Debug for Principal {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AuthenticatedName(pub std::sync::Arc<str>);
 
+/// A legacy MCP session id that rmcp's session manager knows: the request was routed to
+/// that live session, so its `Mcp-Session-Id` header was not made up. The edge's session
+/// manager (`mcp_tower::http::VerifiedSessions`) puts it in the extensions of the request's
+/// [`http::request::Parts`]; the [`DefaultPartitioner`] makes it the principal when there
+/// is no better identity. A bare `Mcp-Session-Id` header never is one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VerifiedSession(pub std::sync::Arc<str>);
+
+/// How calls without a verified identity ([`Principal::ANONYMOUS`]) use *private* tools.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Anonymous {
+    /// Private tools are neither cached nor deduplicated for anonymous calls: each runs on
+    /// its own (counted as `bypassed_anonymous` by the cache and the deduplicator). The
+    /// default.
+    #[default]
+    Bypass,
+    /// Every anonymous caller is one principal: they share private results with each other
+    /// (never with an identified caller). For servers where everyone who can reach them
+    /// may see everything.
+    Shared,
+}
+
 mod domain {
     pub(super) const NAME: u8 = 0x13;
     pub(super) const AUTHORIZATION: u8 = 0x10;
@@ -71,7 +115,9 @@ mod domain {
 /// Derives the [`Principal`] of a call from its request context.
 ///
 /// Implement it to partition by something else (a tenant header, a claim of a verified
-/// token). It is called at most once per call, and only for calls to private tools.
+/// token). It is called at most once per call, and only for calls to private tools. Return
+/// [`Principal::ANONYMOUS`] for a caller you cannot identify: never a principal that
+/// unrelated callers would share.
 ///
 /// ```
 /// use mcp_tower_core::{KeySecret, Partitioner, Principal};
@@ -87,7 +133,7 @@ mod domain {
 ///             .and_then(|cx| cx.extensions.get::<http::request::Parts>())
 ///             .and_then(|parts| parts.headers.get("x-tenant"))
 ///             .map(|tenant| Principal::digest_of(&self.0, tenant.as_bytes()))
-///             .unwrap_or(Principal::LOCAL)
+///             .unwrap_or(Principal::ANONYMOUS)
 ///     }
 /// }
 /// ```
@@ -97,8 +143,10 @@ pub trait Partitioner: Send + Sync + fmt::Debug + 'static {
     fn principal(&self, context: Option<&RequestContext<RoleServer>>) -> Principal;
 }
 
-/// The default [`Partitioner`]: `Authorization` header digest, else MCP session id,
-/// else the local principal.
+/// The default [`Partitioner`]: the edge's [`AuthenticatedName`], else a non-empty
+/// `Authorization` header's digest, else a [`VerifiedSession`], else
+/// [`Principal::ANONYMOUS`] on HTTP and [`Principal::LOCAL`] without HTTP (stdio). See
+/// the [module documentation](self).
 #[derive(Debug, Clone, Copy)]
 pub struct DefaultPartitioner {
     secret: KeySecret,
@@ -114,23 +162,48 @@ impl DefaultPartitioner {
     }
 
     /// The principal of an HTTP request, from its head: the [`AuthenticatedName`] the edge
-    /// verified, else its headers.
+    /// verified, else a non-empty `Authorization` header, else a [`VerifiedSession`], else
+    /// [`Principal::ANONYMOUS`].
     pub fn principal_of_parts(&self, parts: &http::request::Parts) -> Principal {
         if let Some(AuthenticatedName(name)) = parts.extensions.get::<AuthenticatedName>() {
             return Principal(self.secret.digest(domain::NAME, name.as_bytes()));
         }
-        self.principal_of_headers(&parts.headers)
+        let by_headers = self.principal_of_headers(&parts.headers);
+        if !by_headers.is_anonymous() {
+            return by_headers;
+        }
+        if let Some(VerifiedSession(id)) = parts.extensions.get::<VerifiedSession>() {
+            return Principal(self.secret.digest(domain::SESSION, id.as_bytes()));
+        }
+        Principal::ANONYMOUS
     }
 
-    /// The principal of an HTTP request, from its headers.
+    /// The principal of an HTTP request, from its headers alone: a non-empty
+    /// `Authorization` header's digest, else [`Principal::ANONYMOUS`]. (The
+    /// `Mcp-Session-Id` header is not an identity: see [`VerifiedSession`].)
     pub fn principal_of_headers(&self, headers: &http::HeaderMap) -> Principal {
-        if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
-            return Principal(self.secret.digest(domain::AUTHORIZATION, auth.as_bytes()));
+        match headers.get(http::header::AUTHORIZATION) {
+            Some(auth) if has_credentials(auth.as_bytes()) => {
+                Principal(self.secret.digest(domain::AUTHORIZATION, auth.as_bytes()))
+            }
+            _ => Principal::ANONYMOUS,
         }
-        if let Some(session) = headers.get(SESSION_ID_HEADER) {
-            return Principal(self.secret.digest(domain::SESSION, session.as_bytes()));
+    }
+}
+
+/// Whether an `Authorization` value carries credentials: not empty, and not a bare scheme
+/// (`Bearer `), which everyone could send alike.
+fn has_credentials(value: &[u8]) -> bool {
+    let value = value.trim_ascii();
+    match value.iter().position(|b| *b == b' ') {
+        Some(space) => !value[space..].trim_ascii().is_empty(),
+        // A single word: a scheme alone when it is one of the common ones, else a raw token.
+        None => {
+            !value.is_empty()
+                && !["bearer", "basic", "digest", "token"]
+                    .iter()
+                    .any(|scheme| value.eq_ignore_ascii_case(scheme.as_bytes()))
         }
-        Principal::LOCAL
     }
 }
 
@@ -203,21 +276,71 @@ mod tests {
         );
     }
 
+    fn verified(headers: &[(&str, &str)], session: &str) -> http::request::Parts {
+        let mut parts = parts(headers);
+        parts
+            .extensions
+            .insert(VerifiedSession(std::sync::Arc::from(session)));
+        parts
+    }
+
     #[test]
-    fn session_id_then_local() {
+    fn a_verified_session_then_anonymous_on_http_and_local_without() {
         let p = DefaultPartitioner::new(KeySecret::random());
-        let s1 = p.principal_of_parts(&parts(&[("mcp-session-id", "s1")]));
-        let s2 = p.principal_of_parts(&parts(&[("mcp-session-id", "s2")]));
+        let s1 = p.principal_of_parts(&verified(&[("mcp-session-id", "s1")], "s1"));
+        let s2 = p.principal_of_parts(&verified(&[("mcp-session-id", "s2")], "s2"));
         assert_ne!(s1, s2);
-        assert_eq!(p.principal_of_parts(&parts(&[])), Principal::LOCAL);
+        assert!(!s1.is_anonymous() && s1 != Principal::LOCAL);
+        assert_eq!(p.principal_of_parts(&parts(&[])), Principal::ANONYMOUS);
         assert_eq!(p.principal(None), Principal::LOCAL);
+    }
+
+    #[test]
+    fn a_bare_session_header_is_no_identity() {
+        let p = DefaultPartitioner::new(KeySecret::random());
+        for header in ["s1", "someone-elses-session"] {
+            assert_eq!(
+                p.principal_of_parts(&parts(&[("mcp-session-id", header)])),
+                Principal::ANONYMOUS
+            );
+        }
+        // The verified id counts, not the header next to it.
+        assert_eq!(
+            p.principal_of_parts(&verified(&[("mcp-session-id", "forged")], "s1")),
+            p.principal_of_parts(&verified(&[], "s1")),
+        );
+    }
+
+    #[test]
+    fn empty_or_scheme_only_authorization_is_anonymous() {
+        let p = DefaultPartitioner::new(KeySecret::random());
+        for value in ["", " ", "Bearer", "Bearer ", "bearer    ", "Basic "] {
+            assert_eq!(
+                p.principal_of_parts(&parts(&[("authorization", value)])),
+                Principal::ANONYMOUS,
+                "{value:?}"
+            );
+        }
+        assert!(
+            !p.principal_of_parts(&parts(&[("authorization", "Bearer t")]))
+                .is_anonymous()
+        );
+        assert!(
+            !p.principal_of_parts(&parts(&[("authorization", "raw-token")]))
+                .is_anonymous()
+        );
+        // An empty header does not hide a verified session.
+        assert!(
+            !p.principal_of_parts(&verified(&[("authorization", "Bearer ")], "s1"))
+                .is_anonymous()
+        );
     }
 
     #[test]
     fn a_session_id_never_equals_the_same_string_as_a_token() {
         let p = DefaultPartitioner::new(KeySecret::random());
         let by_auth = p.principal_of_parts(&parts(&[("authorization", "x")]));
-        let by_session = p.principal_of_parts(&parts(&[("mcp-session-id", "x")]));
+        let by_session = p.principal_of_parts(&verified(&[], "x"));
         assert_ne!(by_auth, by_session);
     }
 }

@@ -68,6 +68,7 @@ pub(crate) struct Stats {
     pub(crate) flights_cancelled: AtomicU64,
     pub(crate) flights_panicked: AtomicU64,
     pub(crate) waiters_cancelled: AtomicU64,
+    pub(crate) bypassed_anonymous: AtomicU64,
     /// Flights that have ended (finished or abandoned); `flights - flights_ended` run now.
     pub(crate) flights_ended: AtomicU64,
 }

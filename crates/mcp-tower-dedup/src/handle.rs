@@ -32,6 +32,9 @@ pub struct DedupStats {
     /// Waiters (leaders or followers) that left a flight before its outcome: their caller
     /// cancelled or went away.
     pub waiters_cancelled: u64,
+    /// Calls to a private tool by an anonymous caller (no verified identity) that ran on
+    /// their own instead of joining a flight (see `mcp_tower_core::Anonymous`).
+    pub bypassed_anonymous: u64,
     /// Keys with a flight running now.
     pub in_flight_keys: usize,
 }
@@ -72,6 +75,7 @@ impl DedupHandle {
             flights_cancelled: s.flights_cancelled.load(Ordering::Relaxed),
             flights_panicked: s.flights_panicked.load(Ordering::Relaxed),
             waiters_cancelled: s.waiters_cancelled.load(Ordering::Relaxed),
+            bypassed_anonymous: s.bypassed_anonymous.load(Ordering::Relaxed),
             in_flight_keys: usize::try_from(s.in_flight()).unwrap_or(usize::MAX),
         }
     }
@@ -120,6 +124,11 @@ impl LayerReport for DedupHandle {
                 "Callers that left a flight before its outcome.",
                 s.waiters_cancelled,
             ),
+            Figure::counter(
+                "mcp_dedup_bypassed_anonymous_total",
+                "Calls to private tools not deduplicated because the caller is anonymous.",
+                s.bypassed_anonymous,
+            ),
             Figure::gauge(
                 "mcp_dedup_in_flight_keys",
                 "Keys with a flight running now.",
@@ -150,7 +159,7 @@ mod tests {
         let handle = DedupHandle::new(stats, true);
         let mut figures = Vec::new();
         handle.figures(&mut figures);
-        assert_eq!(figures.len(), 7);
+        assert_eq!(figures.len(), 8);
         let flights = figures
             .iter()
             .find(|f| f.name == "mcp_dedup_flights_total")

@@ -111,6 +111,12 @@ where
 
     fn call(&mut self, call: ToolCall) -> Self::Future {
         if !self.enabled || !call.policy().dedup {
+            if self.enabled && call.bypasses_anonymous() {
+                self.table
+                    .stats()
+                    .bypassed_anonymous
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             return ResponseFuture::inner(self.inner.call(call));
         }
         match self.table.join_or_lead(&call) {

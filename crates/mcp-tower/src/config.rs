@@ -9,7 +9,7 @@ use figment::{
 };
 use mcp_tower_cache::CacheConfig;
 use mcp_tower_concurrency::ConcurrencyConfig;
-use mcp_tower_core::{KeySecret, KeySecretTooShort, PolicyDefaults, ToolOverride};
+use mcp_tower_core::{Anonymous, KeySecret, KeySecretTooShort, PolicyDefaults, ToolOverride};
 use mcp_tower_dedup::DedupConfig;
 use mcp_tower_metrics::MetricsConfig;
 use mcp_tower_retry::{RetryConfig, TimeoutConfig};
@@ -28,6 +28,7 @@ pub const ENV_PREFIX: &str = "MCP_TOWER_";
 ///
 /// ```toml
 /// # key_secret = "at least 16 bytes, shared by every replica"
+/// # anonymous = "shared"   # every caller without a verified identity is one principal
 ///
 /// [policy]           # defaults for every tool
 /// cache_ttl = "60s"
@@ -76,6 +77,12 @@ pub struct StackConfig {
     /// Set it (≥ 16 bytes) when several processes must compute the same keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_secret: Option<String>,
+    /// How callers without a verified identity (an HTTP request with no authenticated
+    /// name, no `Authorization` and no live legacy session) use *private* tools: `"bypass"`
+    /// (the default: not cached, not deduplicated, counted as `bypassed_anonymous`) or
+    /// `"shared"` (every anonymous caller is one principal). Public tools are unaffected;
+    /// on stdio the one client is always identified.
+    pub anonymous: Anonymous,
     /// Defaults applied to every tool.
     pub policy: PolicyDefaults,
     /// Per-tool overrides, by tool name.
@@ -104,6 +111,7 @@ impl fmt::Debug for StackConfig {
                 "key_secret",
                 &self.key_secret.as_ref().map(|_| "<redacted>"),
             )
+            .field("anonymous", &self.anonymous)
             .field("policy", &self.policy)
             .field("tools", &self.tools)
             .field("metrics", &self.metrics)

@@ -68,9 +68,10 @@ pub use mcp_tower_metrics as metrics;
 pub use mcp_tower_retry as retry;
 
 pub use mcp_tower_core::{
-    AuthenticatedName, CacheScope, CallKey, CallResolver, CallToolResponse, DefaultPartitioner,
-    Figure, FigureKind, HandlerService, KeySecret, LayerReport, Partition, Partitioner,
-    PolicyDefaults, PolicyTable, Principal, ToolCall, ToolId, ToolOverride, ToolPolicy, error,
+    Anonymous, AuthenticatedName, CacheScope, CallKey, CallResolver, CallToolResponse,
+    DefaultPartitioner, Figure, FigureKind, HandlerService, KeySecret, LayerReport, Partition,
+    Partitioner, PolicyDefaults, PolicyTable, Principal, ToolCall, ToolId, ToolOverride,
+    ToolPolicy, VerifiedSession, error,
 };
 
 /// The README's examples, compiled as doctests.

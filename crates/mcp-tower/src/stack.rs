@@ -332,7 +332,7 @@ impl McpStack {
     }
 
     fn resolver(&self, table: PolicyTable) -> Arc<CallResolver> {
-        let mut resolver = CallResolver::new(table);
+        let mut resolver = CallResolver::new(table).with_anonymous(self.settings.config.anonymous);
         if let Some(secret) = self.settings.secret {
             resolver = resolver.with_secret(secret);
         }

@@ -42,7 +42,8 @@ async fn main() -> anyhow::Result<()> {
     serve::log_to_stderr(args.log);
 
     let handler = Demo::new().with_weather_latency(args.weather_latency);
-    let config = StackConfig::load(args.config.as_deref())?;
+    let mut config = StackConfig::load(args.config.as_deref())?;
+    Demo::declare_scopes(&mut config);
     let http = config.http.clone();
     if args.bare {
         return serve(handler, args.http, None, http).await;

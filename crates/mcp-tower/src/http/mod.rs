@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::{TokenSet, Tokens, TokensError, require_bearer};
 pub use guard::{Guard, check_host_and_origin};
-pub use sessions::{SessionCap, cap_sessions};
+pub use sessions::{SessionCap, VerifiedSessions, cap_sessions};
 
 use crate::{AdminMode, HttpConfig, StackHandles};
 
@@ -129,7 +129,7 @@ impl HttpEdge {
         let manager = Arc::new(manager);
         let service = StreamableHttpService::new(
             move || Ok(server.clone()),
-            Arc::clone(&manager),
+            Arc::new(VerifiedSessions::new(Arc::clone(&manager))),
             rmcp_config,
         );
         let mut router = Router::new().nest_service(MCP_PATH, service);

@@ -1,4 +1,5 @@
 //! [`SessionCap`]: at most N live legacy sessions; an `initialize` beyond it gets 503.
+//! [`VerifiedSessions`]: marks what rmcp routes to a live session, for the partitioner.
 
 use std::sync::Arc;
 
@@ -9,7 +10,15 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use futures_util::Stream;
+use mcp_tower_core::VerifiedSession;
+use rmcp::{
+    model::{ClientJsonRpcMessage, GetExtensions, ServerJsonRpcMessage},
+    transport::streamable_http_server::session::{
+        EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
+        local::LocalSessionManager,
+    },
+};
 use serde_json::json;
 
 use crate::error::codes;
@@ -109,4 +118,123 @@ pub async fn cap_sessions(State(cap): State<SessionCap>, request: Request, next:
         return full(live, cap.max);
     }
     next.run(request).await
+}
+
+/// rmcp's session manager `M` (the local one by default), marking every message it routes
+/// to a live session with that session's [`VerifiedSession`].
+///
+/// rmcp calls the manager for a message only after it found the message's session
+/// (`Mcp-Session-Id` of a session it knows, else 404). The mark goes in the extensions of
+/// the request's [`Parts`](axum::http::request::Parts), where the default partitioner looks for it: a
+/// legacy session is a caller identity, a bare `Mcp-Session-Id` header (on a stateless
+/// 2026-07-28 request, which rmcp does not check) never is.
+///
+/// [`HttpEdge`](super::HttpEdge) uses it; wrap your manager in it when you mount rmcp's
+/// `StreamableHttpService` yourself:
+///
+/// ```
+/// use std::sync::Arc;
+/// use mcp_tower::http::VerifiedSessions;
+/// use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+///
+/// let manager = Arc::new(VerifiedSessions::new(Arc::new(LocalSessionManager::default())));
+/// # let _ = manager;
+/// ```
+#[derive(Debug)]
+pub struct VerifiedSessions<M> {
+    inner: Arc<M>,
+}
+
+impl<M> VerifiedSessions<M> {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<M>) -> Self {
+        Self { inner }
+    }
+
+    /// The wrapped manager.
+    pub fn inner(&self) -> &Arc<M> {
+        &self.inner
+    }
+}
+
+/// Marks `message` as routed to the live session `id`.
+fn mark(id: &SessionId, mut message: ClientJsonRpcMessage) -> ClientJsonRpcMessage {
+    let extensions = match &mut message {
+        ClientJsonRpcMessage::Request(request) => Some(request.request.extensions_mut()),
+        ClientJsonRpcMessage::Notification(notification) => {
+            Some(notification.notification.extensions_mut())
+        }
+        _ => None,
+    };
+    if let Some(parts) = extensions.and_then(|e| e.get_mut::<axum::http::request::Parts>()) {
+        parts.extensions.insert(VerifiedSession(Arc::clone(id)));
+    }
+    message
+}
+
+impl<M: SessionManager> SessionManager for VerifiedSessions<M> {
+    type Error = M::Error;
+    type Transport = M::Transport;
+
+    async fn create_session(&self) -> Result<(SessionId, Self::Transport), Self::Error> {
+        self.inner.create_session().await
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, Self::Error> {
+        self.inner.initialize_session(id, mark(id, message)).await
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, Self::Error> {
+        self.inner.has_session(id).await
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), Self::Error> {
+        self.inner.close_session(id).await
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.inner.create_stream(id, mark(id, message)).await
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), Self::Error> {
+        self.inner.accept_message(id, mark(id, message)).await
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.inner.create_standalone_stream(id).await
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl Stream<Item = ServerSseMessage> + Send + Sync + 'static, Self::Error> {
+        self.inner.resume(id, last_event_id).await
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<Self::Transport>, Self::Error> {
+        self.inner.restore_session(id).await
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.inner.event_store()
+    }
 }
