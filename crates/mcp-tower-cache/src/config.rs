@@ -33,9 +33,12 @@ pub struct CacheConfig {
     /// Whether a hit carries `"io.github.mcp-tower/cache": {"hit": true, "ageMs": N}` in its result's
     /// `_meta`. Default `true`.
     pub mark_hits: bool,
-    /// Stale-if-error: for this long after a result expires, a failed refresh (an error,
-    /// or an `isError` result) returns the expired result instead, marked
-    /// `"stale": true`. Unset (the default): no stale results are ever served.
+    /// Stale-if-error: for this long after a result expires, a refresh that failed
+    /// *transiently* (upstream unavailable, timed out, connection closed, or retries
+    /// exhausted on one of these) returns the expired result instead, marked
+    /// `"stale": true`. Never after an `isError` result or any other error (an
+    /// authorization failure must not be answered with the result from before it). Unset
+    /// (the default): no stale results are ever served.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub stale_if_error: Option<Duration>,
 }

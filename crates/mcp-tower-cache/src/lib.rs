@@ -29,9 +29,9 @@
 //! A hit's result carries `"io.github.mcp-tower/cache": {"hit": true, "ageMs": N}` in its `_meta`
 //! ([`CacheConfig::mark_hits`]); the stored entry is never modified.
 //!
-//! With [stale-if-error](CacheConfig::stale_if_error) on, a failed refresh of a recently
-//! expired entry (an error or an `isError` result) is answered with the expired result,
-//! marked `"stale": true`.
+//! With [stale-if-error](CacheConfig::stale_if_error) on, a refresh of a recently expired
+//! entry that failed transiently (upstream unavailable, timeout) is answered with the
+//! expired result, marked `"stale": true`; an `isError` result or any other error is not.
 //!
 //! [`CacheHandle`] reads the figures ([`CacheStats`], and `mcp_cache_*` metrics through
 //! [`LayerReport`](mcp_tower_core::LayerReport)) and invalidates by tool or everything.

@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use mcp_tower_core::{CallKey, CallResolver, ToolCall, ToolPolicy};
+use mcp_tower_core::{CallKey, CallResolver, ToolCall, ToolPolicy, error};
 use rmcp::{ErrorData, model::CallToolResponse};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -310,9 +310,26 @@ impl CacheState {
     }
 }
 
+/// Whether an expired result may answer a refresh that failed with `error`: only a
+/// transient failure (the upstream was unavailable, the call timed out, the connection
+/// closed), directly or as the last error of exhausted retries. Never a caller's mistake,
+/// an authorization error, a rejection by a limit, or a cancellation.
+pub(crate) fn may_stand_in_for(error: &ErrorData) -> bool {
+    if error::is_transient(error) {
+        return true;
+    }
+    error.code == error::codes::RETRIES_EXHAUSTED
+        && error
+            .data
+            .as_ref()
+            .and_then(|data| data.get("lastError"))
+            .and_then(|last| serde_json::from_value::<ErrorData>(last.clone()).ok())
+            .is_some_and(|last| error::is_transient(&last))
+}
+
 impl Fill {
     /// Takes the inner service's answer: stores a cacheable result, or, with
-    /// stale-if-error, answers a failed refresh with the expired entry.
+    /// stale-if-error, answers a refresh that failed transiently with the expired entry.
     pub(crate) fn complete(
         self,
         outcome: Result<CallToolResponse, ErrorData>,
@@ -322,10 +339,10 @@ impl Fill {
                 self.store(&result);
                 Ok(CallToolResponse::Complete(result))
             }
-            Ok(CallToolResponse::Complete(failed)) => match self.stale_stand_in() {
-                Some(stale) => Ok(stale),
-                None => Ok(CallToolResponse::Complete(failed)),
-            },
+            // An `isError` result is the tool's answer (it may be "access denied" for a
+            // caller whose rights were just revoked): never papered over.
+            Ok(CallToolResponse::Complete(failed)) => Ok(CallToolResponse::Complete(failed)),
+            Err(error) if !may_stand_in_for(&error) => Err(error),
             Err(error) => match self.stale_stand_in() {
                 Some(stale) => Ok(stale),
                 None => Err(error),

@@ -18,14 +18,14 @@ use mcp_tower_cache::{
 use mcp_tower_core::{
     CacheScope, CallKey, CallResolver, LayerReport, PolicyDefaults, PolicyTable, ToolCall,
     ToolOverride,
-    error::{Layer, UpstreamUnavailable},
+    error::{Busy, BusyReason, Layer, RetriesExhausted, UpstreamUnavailable},
     testing::{Outcome, ScriptedService},
 };
 use rmcp::{
     ErrorData, RoleServer, ServerHandler,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, InputRequiredResult,
-        JsonObject, MetaObject, RequestId, Tool, ToolAnnotations,
+        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
+        InputRequiredResult, JsonObject, MetaObject, RequestId, Tool, ToolAnnotations,
     },
     object,
     service::{RequestContext, RunningService, serve_directly},
@@ -595,14 +595,17 @@ async fn stale_if_error_serves_an_expired_result_when_the_refresh_fails() {
         Some(&json!({"hit": true, "ageMs": 12_000, "stale": true}))
     );
 
-    f.inner
-        .push_for("weather", Outcome::tool_error("API returned 503"));
+    // Exhausted retries of a transient failure are still a transient failure.
+    let exhausted: ErrorData = RetriesExhausted {
+        tool: "weather".into(),
+        attempts: 3,
+        stopped_by: "max_attempts",
+        last: upstream_down(),
+    }
+    .into();
+    f.inner.push_for("weather", Outcome::error(exhausted));
     let stale = f.complete("weather", object!({})).await;
-    assert_eq!(
-        execution(&stale),
-        1,
-        "an isError refresh is a failed refresh too"
-    );
+    assert_eq!(execution(&stale), 1);
     assert_eq!(f.handle.stats().stale_served, 2);
 
     // A successful refresh replaces the entry.
@@ -617,6 +620,49 @@ async fn stale_if_error_serves_an_expired_result_when_the_refresh_fails() {
     f.inner.push_for("weather", Outcome::error(upstream_down()));
     let err = f.run(f.call("weather", object!({}))).await.unwrap_err();
     assert_eq!(err.code, upstream_down().code);
+}
+
+/// Stale-if-error stands in for an upstream that could not answer, never for an answer:
+/// an `isError` result (say "access denied" for a caller whose rights were just revoked),
+/// an authorization error, a caller's mistake, a limit's rejection, a cancellation.
+#[tokio::test(start_paused = true)]
+async fn stale_is_never_served_after_an_answer_or_a_non_transient_error() {
+    let f = Fixture::new(CacheConfig::default().with_stale_if_error(Duration::from_secs(30)));
+    f.complete("weather", object!({})).await;
+    advance(Duration::from_secs(12)).await;
+
+    f.inner
+        .push_for("weather", Outcome::tool_error("access denied: token revoked"));
+    let answer = f.complete("weather", object!({})).await;
+    assert_eq!(marker(&answer), None, "an isError result is never replaced");
+    assert_eq!(answer.is_error, Some(true));
+
+    let refused = [
+        ErrorData::new(ErrorCode(-32001), "unauthorized: token revoked", None),
+        ErrorData::invalid_params("bad city", None),
+        Busy {
+            layer: Layer::Concurrency,
+            tool: Some("weather".into()),
+            reason: BusyReason::QueueFull,
+            in_flight: 1,
+            queued: 1,
+            retry_after: Duration::from_millis(100),
+        }
+        .into(),
+        RetriesExhausted {
+            tool: "weather".into(),
+            attempts: 3,
+            stopped_by: "max_attempts",
+            last: ErrorData::new(ErrorCode(-32001), "unauthorized", None),
+        }
+        .into(),
+    ];
+    for error in refused {
+        f.inner.push_for("weather", Outcome::error(error.clone()));
+        let got = f.run(f.call("weather", object!({}))).await.unwrap_err();
+        assert_eq!(got.code, error.code, "{error:?} was replaced by a stale result");
+    }
+    assert_eq!(f.handle.stats().stale_served, 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -694,7 +740,7 @@ fn call_with(
 async fn a_result_that_comes_back_after_cancellation_is_not_stored() {
     let contexts = Contexts::new();
     let f = Fixture::with_inner(CacheConfig::default(), ScriptedService::held());
-    let context = contexts.context(None);
+    let context = contexts.context(Some("Bearer t"));
     let token = context.ct.clone();
     let running = f.spawn(call_with(&f, "news", object!({}), context));
     f.inner.wait_for_calls(1).await;
@@ -703,7 +749,7 @@ async fn a_result_that_comes_back_after_cancellation_is_not_stored() {
     // The scripted tool ignores cancellation and answers anyway: the caller gets it...
     complete(running.await.unwrap());
     // ...but it is not cached.
-    let again = call_with(&f, "news", object!({}), contexts.context(None));
+    let again = call_with(&f, "news", object!({}), contexts.context(Some("Bearer t")));
     complete(f.run(again).await);
     assert_eq!(f.inner.calls(), 2);
     assert_eq!(f.handle.stats().inserts, 1);
