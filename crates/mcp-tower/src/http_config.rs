@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 /// allowed_hosts = ["localhost", "127.0.0.1", "::1"]     # Host header (DNS rebinding)
 /// allowed_origins = ["http://localhost:*"]               # a present, other Origin → 403
 /// max_body_bytes = 4194304
+/// max_body_bytes_in_flight = 67108864                    # beyond it: 503 + busy error
 /// json_response = true
 /// admin = "same"                                         # or "separate" (admin_bind), "off"
 /// # admin_bind = "127.0.0.1:9090"
@@ -46,6 +47,13 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     /// The largest request body accepted; larger ones get 413. Default 4 MiB.
     pub max_body_bytes: usize,
+    /// The request bodies being handled at once, in bytes, at most: each request holds its
+    /// declared `Content-Length` (or `max_body_bytes` when it declares none) from arrival
+    /// until its answer is sent. One that does not fit gets 503 with `Retry-After` and the
+    /// project's busy error, without its body being read. It bounds the memory many
+    /// large requests at once can take (a body's bytes, its parsed arguments, the answer: a
+    /// few times the body). Default 64 MiB (16 bodies of the maximum size).
+    pub max_body_bytes_in_flight: usize,
     /// Answer a request whose only answer is its result as `application/json` instead of an
     /// SSE stream, where the transport allows it (stateless requests). Default `true`.
     pub json_response: bool,
@@ -121,6 +129,7 @@ impl Default for HttpConfig {
                 "http://[::1]:*".to_owned(),
             ],
             max_body_bytes: 4 * 1024 * 1024,
+            max_body_bytes_in_flight: 64 * 1024 * 1024,
             json_response: true,
             sessions: SessionsConfig::default(),
             admin: AdminMode::Same,
@@ -160,6 +169,15 @@ impl HttpConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.max_body_bytes == 0 {
             return Err(("max_body_bytes", "must be at least 1".into()));
+        }
+        if self.max_body_bytes_in_flight < self.max_body_bytes {
+            return Err((
+                "max_body_bytes_in_flight",
+                format!(
+                    "must be at least max_body_bytes ({}), or no body of the largest size could ever be handled",
+                    self.max_body_bytes
+                ),
+            ));
         }
         if self.sessions.max == 0 {
             return Err((

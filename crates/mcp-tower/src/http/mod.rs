@@ -28,6 +28,7 @@
 //! wrk).
 
 mod auth;
+mod budget;
 mod guard;
 mod sessions;
 
@@ -45,6 +46,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{TokenSet, Tokens, TokensError, require_bearer};
+pub use budget::{BodyBudget, limit_bodies};
 pub use guard::{Guard, check_host_and_origin};
 pub use sessions::{SessionCap, VerifiedSessions, cap_sessions};
 
@@ -106,7 +108,8 @@ impl HttpEdge {
     }
 
     /// The MCP endpoint at [`MCP_PATH`]: Host and Origin checked, bearer auth when
-    /// configured, the session cap, then rmcp's streamable HTTP service over `server`.
+    /// configured, the body budget, the session cap, then rmcp's streamable HTTP service
+    /// over `server`.
     pub fn mcp_router<S: ServerHandler + Clone>(
         &self,
         server: S,
@@ -137,6 +140,8 @@ impl HttpEdge {
             let cap = SessionCap::new(manager, c.sessions.max, c.max_body_bytes);
             router = router.layer(middleware::from_fn_with_state(cap, cap_sessions));
         }
+        let budget = BodyBudget::new(c.max_body_bytes_in_flight, c.max_body_bytes);
+        router = router.layer(middleware::from_fn_with_state(budget, limit_bodies));
         if let Some(tokens) = &self.tokens {
             router = router.layer(middleware::from_fn_with_state(
                 tokens.clone(),
