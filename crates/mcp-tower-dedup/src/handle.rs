@@ -174,7 +174,7 @@ mod tests {
         assert_eq!(keys.value, 1.0);
         let mut names: Vec<_> = figures.iter().map(|f| f.name).collect();
         names.dedup();
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 8);
         assert_eq!(handle.layer(), "dedup");
 
         let snapshot = handle.snapshot();
