@@ -5,6 +5,8 @@
 //!
 //! Case counts are proptest's (256, or `PROPTEST_CASES`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// figment's Jail API returns its own (large) error type.
+#![allow(clippy::result_large_err)]
 
 use mcp_tower::StackConfig;
 use proptest::prelude::*;
