@@ -321,23 +321,91 @@ impl From<TimedOut> for ErrorData {
 }
 
 /// The upstream could not be reached or went away mid-call. Transient.
+///
+/// What a client reads is the upstream's configured name and a short, stable reason. The
+/// error that caused it (an I/O error with an address, a TLS error with a host name, an SSH
+/// error with a user name or a `known_hosts` path) is for the server's log only:
+///
+/// ```
+/// use mcp_tower_core::error::{Layer, UpstreamUnavailable};
+///
+/// let io = std::io::Error::other("connect to 10.1.2.3:8443 refused");
+/// // Logs `io` (warn, with the upstream's name); the client reads only the reason.
+/// let error = UpstreamUnavailable::with_detail(Layer::Pool, "github", "connecting failed", &io);
+/// let data: rmcp::ErrorData = error.into();
+/// assert_eq!(data.message, "upstream `github` is unavailable: connecting failed");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUnavailable {
     /// The layer (usually the pool).
     pub layer: Layer,
-    /// The upstream's name (never a credential or URL with secrets).
+    /// The upstream's configured name (never an address, a URL or a credential).
     pub upstream: String,
-    /// What went wrong, for a person.
+    /// A short, stable reason a client may read, like `"connecting failed"`: a string
+    /// literal (`Cow::Borrowed`).
+    ///
+    /// A reason built at run time (`Cow::Owned`, such as an error's `to_string()`) may
+    /// carry an address, a path or a user name, so it is never sent: the conversion into
+    /// [`ErrorData`] logs it (warn, with the upstream's name) and the client reads
+    /// [`UpstreamUnavailable::UNREACHABLE`] instead. Build the error with
+    /// [`UpstreamUnavailable::new`] or [`UpstreamUnavailable::with_detail`].
     pub reason: Cow<'static, str>,
+}
+
+impl UpstreamUnavailable {
+    /// The reason a client reads when the one given was built at run time.
+    pub const UNREACHABLE: &'static str = "the upstream could not be reached";
+
+    /// The error for upstream `upstream` (its configured name), with a short, stable
+    /// `reason` for the client.
+    pub fn new(layer: Layer, upstream: impl Into<String>, reason: &'static str) -> Self {
+        Self {
+            layer,
+            upstream: upstream.into(),
+            reason: Cow::Borrowed(reason),
+        }
+    }
+
+    /// Like [`UpstreamUnavailable::new`], and logs `detail` (the underlying error, which may
+    /// name addresses, paths or users) at warn level with the upstream's name and `reason`.
+    /// The detail goes to the log only, never to the client.
+    pub fn with_detail(
+        layer: Layer,
+        upstream: impl Into<String>,
+        reason: &'static str,
+        detail: &dyn fmt::Display,
+    ) -> Self {
+        let error = Self::new(layer, upstream, reason);
+        tracing::warn!(
+            layer = layer.as_str(),
+            upstream = %error.upstream,
+            reason,
+            detail = %detail,
+            "upstream unavailable"
+        );
+        error
+    }
 }
 
 impl From<UpstreamUnavailable> for ErrorData {
     fn from(e: UpstreamUnavailable) -> Self {
+        let reason = match e.reason {
+            Cow::Borrowed(reason) => reason,
+            Cow::Owned(detail) => {
+                tracing::warn!(
+                    layer = e.layer.as_str(),
+                    upstream = %e.upstream,
+                    detail = %detail,
+                    "upstream unavailable"
+                );
+                UpstreamUnavailable::UNREACHABLE
+            }
+        };
         let mut data = data(e.layer, ErrorKind::UpstreamUnavailable, None, true);
         data.insert("upstream".into(), Value::from(e.upstream.clone()));
         ErrorData::new(
             codes::UPSTREAM_UNAVAILABLE,
-            format!("upstream `{}` is unavailable: {}", e.upstream, e.reason),
+            format!("upstream `{}` is unavailable: {reason}", e.upstream),
             Some(Value::Object(data)),
         )
     }
@@ -406,40 +474,61 @@ impl From<Cancelled> for ErrorData {
 }
 
 /// The tool's code panicked. Reported as an internal error; the server keeps serving.
+///
+/// The client reads a short, fixed reason ("the tool panicked"): a panic's message is the
+/// tool's internals (an index, a path, a value it was handling, a secret in a `Debug`
+/// output) and, under dedup, would reach every caller that joined the call. The message
+/// goes to the server's log instead: [`Panicked::from_payload`] logs it at error level with
+/// the tool's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Panicked {
     /// The layer that caught the panic.
     pub layer: Layer,
     /// The tool.
     pub tool: String,
-    /// The panic message, when it was a string.
-    pub message: Option<String>,
 }
 
 impl Panicked {
-    /// Describes a caught panic payload.
+    /// The reason a client reads.
+    pub const REASON: &'static str = "the tool panicked";
+
+    /// The error for a caught panic of tool `tool`; logs the panic's message (when its
+    /// payload is a string) at error level with the tool's name and the layer. Call it once
+    /// per panic: every caller that shares the call gets a clone of the error, not another
+    /// log line.
     pub fn from_payload(layer: Layer, tool: &str, payload: &(dyn std::any::Any + Send)) -> Self {
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned());
+        let message = Self::payload_message(payload).unwrap_or("(not a string)");
+        tracing::error!(
+            layer = layer.as_str(),
+            tool,
+            panic = message,
+            "a tool panicked; its callers get an internal error"
+        );
         Self {
             layer,
             tool: tool.to_owned(),
-            message,
         }
+    }
+
+    /// A panic payload's message, when it is a string (`panic!("...")` with or without
+    /// arguments).
+    pub fn payload_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+        payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
     }
 }
 
 impl From<Panicked> for ErrorData {
     fn from(e: Panicked) -> Self {
         let data = data(e.layer, ErrorKind::Panicked, Some(&e.tool), false);
-        let detail = e.message.as_deref().unwrap_or("no message");
         ErrorData::new(
             ErrorCode::INTERNAL_ERROR,
             format!(
-                "tool `{}` failed with an internal error (panic: {detail})",
-                e.tool
+                "tool `{}` failed with an internal error: {}",
+                e.tool,
+                Panicked::REASON
             ),
             Some(Value::Object(data)),
         )
@@ -532,7 +621,6 @@ mod tests {
                 Panicked {
                     layer: Layer::Dedup,
                     tool: "x".into(),
-                    message: Some("boom".into()),
                 }
                 .into(),
                 ErrorKind::Panicked,
@@ -638,12 +726,53 @@ mod tests {
     }
 
     #[test]
-    fn panic_payloads_are_described() {
-        let p = Panicked::from_payload(Layer::Dedup, "t", &"static str");
-        assert_eq!(p.message.as_deref(), Some("static str"));
-        let p = Panicked::from_payload(Layer::Dedup, "t", &String::from("owned"));
-        assert_eq!(p.message.as_deref(), Some("owned"));
-        let p = Panicked::from_payload(Layer::Dedup, "t", &42u32);
-        assert_eq!(p.message, None);
+    fn panic_payloads_are_read_for_the_log_and_never_sent() {
+        assert_eq!(Panicked::payload_message(&"static str"), Some("static str"));
+        assert_eq!(
+            Panicked::payload_message(&String::from("owned")),
+            Some("owned")
+        );
+        assert_eq!(Panicked::payload_message(&42u32), None);
+        let payload = String::from("token=hunter2-s3cr3t");
+        let error: ErrorData = Panicked::from_payload(Layer::Dedup, "t", &payload).into();
+        assert_eq!(
+            error.message,
+            "tool `t` failed with an internal error: the tool panicked"
+        );
+        let sent = serde_json::to_string(&error).unwrap();
+        assert!(!sent.contains("hunter2"), "{sent}");
+    }
+
+    #[test]
+    fn an_upstream_error_built_at_run_time_is_never_sent() {
+        let literal: ErrorData =
+            UpstreamUnavailable::new(Layer::Pool, "github", "connecting timed out").into();
+        assert_eq!(
+            literal.message,
+            "upstream `github` is unavailable: connecting timed out"
+        );
+        let detail = std::io::Error::other("connect to 10.9.8.7:22 as deploy refused");
+        let with_detail: ErrorData =
+            UpstreamUnavailable::with_detail(Layer::Pool, "github", "connecting failed", &detail)
+                .into();
+        // A reason formatted at run time (an error's text) is replaced, whoever built it.
+        let owned: ErrorData = UpstreamUnavailable {
+            layer: Layer::Pool,
+            upstream: "github".into(),
+            reason: detail.to_string().into(),
+        }
+        .into();
+        assert_eq!(
+            owned.message,
+            "upstream `github` is unavailable: the upstream could not be reached"
+        );
+        for error in [with_detail, owned] {
+            let sent = serde_json::to_string(&error).unwrap();
+            assert!(
+                !sent.contains("10.9.8.7") && !sent.contains("deploy"),
+                "{sent}"
+            );
+            assert!(is_transient(&error));
+        }
     }
 }

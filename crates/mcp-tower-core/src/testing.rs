@@ -23,6 +23,10 @@
 //! # }
 //! ```
 
+mod logs;
+
+pub use logs::CapturedLogs;
+
 use std::{
     collections::{HashMap, VecDeque},
     fmt,

@@ -17,7 +17,7 @@ use mcp_tower_core::{
     CacheScope, CallResolver, Partitioner, PolicyDefaults, PolicyTable, Principal, ToolCall,
     ToolOverride,
     error::ErrorKind,
-    testing::{Outcome, ScriptedService},
+    testing::{CapturedLogs, Outcome, ScriptedService},
 };
 use mcp_tower_dedup::{Dedup, DedupConfig, DedupHandle, DedupLayer};
 use rmcp::{
@@ -108,11 +108,6 @@ fn execution(response: &Response) -> u64 {
     complete(response).structured_content.as_ref().unwrap()["execution"]
         .as_u64()
         .unwrap()
-}
-
-fn kind(response: &Response) -> ErrorKind {
-    let error = response.as_ref().expect_err("expected an error");
-    ErrorKind::of(error).expect("one of our errors")
 }
 
 /// Waits for `future` on tokio's (paused) clock; a hang fails the test instead of wedging it.
@@ -359,36 +354,83 @@ async fn a_tool_error_reaches_every_waiter_and_is_not_remembered() {
     assert_eq!(inner.calls(), 2);
 }
 
+/// A panic message that must reach the log and no client.
+const PANIC_SECRET: &str = "index out of bounds; api_key=sk-live-4f9a2c7e1b";
+
+/// Asserts that `error` is the short "the tool panicked" error, with nothing of the panic's
+/// message in what a client would read.
+fn assert_short_panic_error(error: &ErrorData) {
+    assert_eq!(ErrorKind::of(error), Some(ErrorKind::Panicked));
+    assert_eq!(error.code, ErrorCode::INTERNAL_ERROR);
+    assert_eq!(
+        error.message,
+        "tool `read` failed with an internal error: the tool panicked"
+    );
+    let sent = serde_json::to_string(error).unwrap();
+    for leak in ["sk-live", "api_key", "index out of bounds", "in call"] {
+        assert!(!sent.contains(leak), "{leak:?} reached a client: {sent}");
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_panic_gives_every_waiter_an_internal_error_and_frees_the_key() {
+    let (logs, _guard) = CapturedLogs::start();
     let inner = ScriptedService::held();
-    inner.push(Outcome::panic("index out of bounds"));
+    inner.push(Outcome::panic(PANIC_SECRET));
     let (service, handle) = dedup(inner.clone());
     let waiters: Vec<_> = (0..3)
         .map(|_| start(&service, call("read", object!({"id": 9}))))
         .collect();
     inner.release_all();
+    // The leader and both followers get the same short error.
     for waiter in waiters {
-        let result = within(waiter).await;
-        assert_eq!(kind(&result), ErrorKind::Panicked);
-        let error = result.unwrap_err();
-        assert_eq!(error.code, ErrorCode::INTERNAL_ERROR);
-        assert!(error.message.contains("index out of bounds"), "{error:?}");
+        let error = within(waiter).await.unwrap_err();
+        assert_short_panic_error(&error);
         assert_eq!(error.data.as_ref().unwrap()["layer"], "dedup");
         assert_eq!(error.data.as_ref().unwrap()["tool"], "read");
     }
     assert_eq!(service.in_flight_keys(), 0, "no stuck key");
     assert_eq!(handle.stats().flights_panicked, 1);
+    // The message is in the log, once, at error level, with the tool's name.
+    let logged: Vec<_> = logs
+        .lines()
+        .into_iter()
+        .filter(|line| line.contains(PANIC_SECRET))
+        .collect();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(
+        logged[0].starts_with("ERROR ") && logged[0].contains("tool=read"),
+        "{logged:?}"
+    );
     let next = within(service.clone().oneshot(call("read", object!({"id": 9})))).await;
     assert_eq!(execution(&next), 2);
 }
 
+/// The leader leaves before the tool panics: a follower polls the panic out of the flight
+/// itself, and gets the same short error.
+#[tokio::test(start_paused = true)]
+async fn a_follower_that_drives_a_panicking_flight_gets_the_short_error_too() {
+    let (logs, _guard) = CapturedLogs::start();
+    let inner = ScriptedService::held();
+    inner.push(Outcome::panic(PANIC_SECRET));
+    let (service, handle) = dedup(inner.clone());
+    let leader = start(&service, call("read", object!({"id": 11})));
+    let follower = start(&service, call("read", object!({"id": 11})));
+    drop(leader);
+    inner.release_all();
+    let error = within(follower).await.unwrap_err();
+    assert_short_panic_error(&error);
+    assert_eq!(handle.stats().flights_panicked, 1);
+    assert!(logs.contains(PANIC_SECRET), "{:?}", logs.lines());
+}
+
 fn panicking_call(_call: ToolCall) -> std::future::Ready<Response> {
-    panic!("the service panicked in call");
+    panic!("the service panicked in call; {PANIC_SECRET}");
 }
 
 #[tokio::test]
 async fn a_panic_in_the_inner_call_itself_is_contained_too() {
+    let (logs, _guard) = CapturedLogs::start();
     let layer = DedupLayer::default();
     let handle = layer.handle();
     let service = layer.layer(tower::service_fn(panicking_call));
@@ -396,12 +438,11 @@ async fn a_panic_in_the_inner_call_itself_is_contained_too() {
         .clone()
         .oneshot(call("read", object!({"id": 10})))
         .await;
-    assert_eq!(kind(&result), ErrorKind::Panicked);
+    assert_short_panic_error(&result.unwrap_err());
     assert!(
-        result
-            .unwrap_err()
-            .message
-            .contains("the service panicked in call")
+        logs.contains("the service panicked in call"),
+        "{:?}",
+        logs.lines()
     );
     assert_eq!(service.in_flight_keys(), 0);
     assert_eq!(handle.stats().flights_panicked, 1);

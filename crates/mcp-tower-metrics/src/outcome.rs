@@ -245,7 +245,6 @@ mod tests {
         let panicked: ErrorData = Panicked {
             layer: Layer::Handler,
             tool: "t".into(),
-            message: None,
         }
         .into();
         let cases = [

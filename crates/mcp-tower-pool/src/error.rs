@@ -1,7 +1,7 @@
 //! [`PoolError`]: why [`Pool::get`](crate::Pool::get) could not hand out a connection, and
 //! [`BuildError`]: why a pool could not be built.
 
-use std::{borrow::Cow, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use mcp_tower_core::error::{Layer, UpstreamUnavailable};
 
@@ -66,15 +66,24 @@ impl PoolError {
 
     /// The core's transient "upstream unavailable" error for this failure, naming
     /// `upstream` (what a tool call through the pool returns).
+    ///
+    /// The client reads a short, stable reason per kind of failure (`connecting failed`,
+    /// `connecting timed out`…); the failure itself, whose text may carry an address, a
+    /// path or a user name from the connector, is logged (warn) with the upstream's name.
     pub fn to_unavailable(&self, upstream: &str) -> UpstreamUnavailable {
-        let reason: Cow<'static, str> = match self {
-            PoolError::Shutdown => Cow::Borrowed("the pool is shutting down"),
-            other => Cow::Owned(other.to_string()),
-        };
-        UpstreamUnavailable {
-            layer: Layer::Pool,
-            upstream: upstream.to_owned(),
-            reason,
+        UpstreamUnavailable::with_detail(Layer::Pool, upstream, self.reason(), self)
+    }
+
+    /// The short, stable reason a client reads for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PoolError::Connect { .. } => "connecting failed",
+            PoolError::ConnectTimeout { .. } => "connecting timed out",
+            PoolError::Backoff { .. } => "its last connect failed; not retrying yet",
+            PoolError::LimitReached { .. } => {
+                "the pool's connection limit is reached and none is idle"
+            }
+            PoolError::Shutdown => "the pool is shutting down",
         }
     }
 }
@@ -105,7 +114,10 @@ mod tests {
 
     #[test]
     fn pool_errors_become_transient_upstream_unavailable() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connect to 10.20.30.40:8443 refused",
+        );
         let e = PoolError::Connect {
             key: "github".into(),
             source: Arc::new(io),
@@ -113,12 +125,14 @@ mod tests {
         let data: rmcp::ErrorData = e.clone().into();
         assert_eq!(ErrorKind::of(&data), Some(ErrorKind::UpstreamUnavailable));
         assert!(is_transient(&data));
+        assert_eq!(
+            data.message,
+            "upstream `github` is unavailable: connecting failed"
+        );
+        let sent = serde_json::to_string(&data).unwrap();
         assert!(
-            data.message.contains(
-                "upstream `github` is unavailable: connecting to `github` failed: refused"
-            ),
-            "{}",
-            data.message
+            !sent.contains("10.20.30.40"),
+            "the connector's error is not sent: {sent}"
         );
         let backoff = PoolError::Backoff {
             key: "github".into(),

@@ -126,12 +126,19 @@ impl fmt::Debug for StackConfig {
 }
 
 /// A configuration that could not be loaded or does not make sense.
+///
+/// No error prints the value of a secret (`key_secret`, a token, an upstream's `env` or
+/// `headers` values; see [`is_secret_key`]): it names the key and what is wrong, such as
+/// "found a string of 12 characters, expected …". TOML syntax errors give the line and
+/// column and the problem, without the source line they would otherwise quote.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// A source could not be read or parsed; the message names the key and the source.
+    /// The error is redacted ([`redact_figment_error`]) however it is built, `From`
+    /// included.
     #[error("invalid mcp-tower configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
+    Load(Box<figment::Error>),
     /// The key secret is too short.
     #[error("invalid mcp-tower configuration: key_secret: {0}")]
     KeySecret(#[from] KeySecretTooShort),
@@ -143,6 +150,138 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+impl From<Box<figment::Error>> for ConfigError {
+    fn from(error: Box<figment::Error>) -> Self {
+        ConfigError::Load(Box::new(redact_figment_error(*error)))
+    }
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(error: figment::Error) -> Self {
+        ConfigError::Load(Box::new(redact_figment_error(error)))
+    }
+}
+
+/// Whether the configuration key at `path` (its segments, like `["upstreams", "github",
+/// "headers", "Authorization"]`) holds a secret, whose value no error may print.
+///
+/// A key is secret when one of its segments names a secret (`key_secret`, or a name
+/// containing `secret`, `token`, `password`, `passphrase`, `credential`, `api_key`,
+/// `apikey` or `private_key`, unless it ends in `_file` or `_path`: those hold where a
+/// secret is, not the secret), or is `env` or `headers` (an upstream's environment and
+/// HTTP headers, which often carry tokens). Erring towards secret costs only a less
+/// specific message.
+pub fn is_secret_key<S: AsRef<str>>(path: &[S]) -> bool {
+    const SECRET_WORDS: [&str; 8] = [
+        "secret",
+        "token",
+        "password",
+        "passphrase",
+        "credential",
+        "api_key",
+        "apikey",
+        "private_key",
+    ];
+    path.iter().any(|segment| {
+        let segment = segment.as_ref().to_ascii_lowercase();
+        if segment == "env" || segment == "headers" {
+            return true;
+        }
+        if segment.ends_with("_file") || segment.ends_with("_path") {
+            return false;
+        }
+        SECRET_WORDS.iter().any(|word| segment.contains(word))
+    })
+}
+
+/// `error` without any configured value that could be a secret:
+///
+/// - at a secret key ([`is_secret_key`]), the value a deserializer found is replaced by what
+///   it was (`a string of 12 characters`, `an integer`), and a free-form message by
+///   `invalid value (not shown: the key holds a secret)`;
+/// - everywhere, the quoted source lines of a TOML syntax error are dropped (the error
+///   keeps its line, column and reason): a syntax error has no key, and the line it quotes
+///   could be a secret's.
+///
+/// The key, the source (file name, environment variable) and the expected type stay.
+/// [`StackConfig`]'s loaders apply it to every error; use it for any other figment-loaded
+/// configuration that holds secrets.
+pub fn redact_figment_error(error: figment::Error) -> figment::Error {
+    use figment::error::Kind;
+
+    let redacted: Vec<figment::Error> = error
+        .into_iter()
+        .map(|mut e| {
+            let secret = is_secret_key(&e.path);
+            e.kind = match e.kind {
+                Kind::Message(_) if secret => Kind::Message(SECRET_NOT_SHOWN.into()),
+                Kind::Message(message) => Kind::Message(without_quoted_source(&message)),
+                Kind::InvalidType(actual, expected) if secret => {
+                    Kind::InvalidType(described(actual), expected)
+                }
+                Kind::InvalidValue(actual, expected) if secret => {
+                    Kind::InvalidValue(described(actual), expected)
+                }
+                Kind::UnknownVariant(_, expected) if secret => Kind::Message(format!(
+                    "unknown variant (not shown: the key holds a secret), expected one of {}",
+                    expected.join(", ")
+                )),
+                Kind::ISizeOutOfRange(_) | Kind::USizeOutOfRange(_) if secret => {
+                    Kind::Message("integer out of range".into())
+                }
+                Kind::Unsupported(actual) if secret => Kind::Unsupported(described(actual)),
+                Kind::UnsupportedKey(actual, expected) if secret => {
+                    Kind::UnsupportedKey(described(actual), expected)
+                }
+                other => other,
+            };
+            e
+        })
+        .collect();
+    // `into_iter` yields the newest error first; `chain` puts its receiver behind.
+    redacted
+        .into_iter()
+        .rev()
+        .reduce(|older, newer| older.chain(newer))
+        .unwrap_or_else(|| figment::Error::from("invalid configuration"))
+}
+
+/// What a found value was, without the value.
+fn described(actual: figment::error::Actual) -> figment::error::Actual {
+    use figment::error::Actual;
+
+    let what = match actual {
+        Actual::Str(s) => format!("a string of {} characters", s.chars().count()),
+        Actual::Bytes(b) => format!("{} bytes", b.len()),
+        Actual::Bool(_) => "a boolean".to_owned(),
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer".to_owned(),
+        Actual::Float(_) => "a float".to_owned(),
+        Actual::Char(_) => "a character".to_owned(),
+        Actual::Other(_) => "a value (not shown: the key holds a secret)".to_owned(),
+        // The rest name a kind of value (a map, a sequence…), not a value.
+        other => return other,
+    };
+    Actual::Other(what)
+}
+
+/// The message of a free-form error at a secret key.
+const SECRET_NOT_SHOWN: &str = "invalid value (not shown: the key holds a secret)";
+
+/// A TOML syntax error's message without the source lines it quotes: toml prints them as
+/// `N | text` lines under `  |`, with a `^` marker line.
+fn without_quoted_source(message: &str) -> String {
+    let kept: Vec<&str> = message
+        .lines()
+        .map(str::trim_end)
+        .filter(|line| {
+            let trimmed = line.trim_start();
+            let gutter = trimmed.trim_start_matches(|c: char| c.is_ascii_digit());
+            !(trimmed.is_empty() || gutter.trim_start().starts_with('|'))
+        })
+        .collect();
+    kept.join(": ")
 }
 
 impl StackConfig {
@@ -159,7 +298,7 @@ impl StackConfig {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        Self::extract(figment.merge(Self::env()))
+        Self::extract(Self::with_env(figment)?)
     }
 
     /// Parses a TOML document (without environment overrides) and validates it.
@@ -171,17 +310,38 @@ impl StackConfig {
 
     /// The defaults with `MCP_TOWER_*` environment overrides.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::extract(
-            Figment::from(Serialized::defaults(StackConfig::default())).merge(Self::env()),
-        )
+        Self::extract(Self::with_env(Figment::from(Serialized::defaults(
+            StackConfig::default(),
+        )))?)
     }
 
-    fn env() -> Env {
-        Env::prefixed(ENV_PREFIX).split("__")
+    /// `figment` with the `MCP_TOWER_*` environment overrides merged in.
+    ///
+    /// `MCP_TOWER_KEY_SECRET` is read as it is written: figment parses other variables'
+    /// values (`123` is an integer, `true` a boolean, `{…}` a map), which would turn a
+    /// secret made of digits into an integer and fail to load.
+    fn with_env(figment: Figment) -> Result<Figment, ConfigError> {
+        let figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                .ignore(&["key_secret"]),
+        );
+        let name = format!("{ENV_PREFIX}KEY_SECRET");
+        let Some((_, value)) = std::env::vars_os().find(|(key, _)| {
+            key.to_str()
+                .is_some_and(|key| key.trim().eq_ignore_ascii_case(&name))
+        }) else {
+            return Ok(figment);
+        };
+        let value = value.into_string().map_err(|_| ConfigError::Invalid {
+            field: name,
+            reason: "is not valid UTF-8".into(),
+        })?;
+        Ok(figment.merge(Serialized::default("key_secret", value)))
     }
 
     fn extract(figment: Figment) -> Result<Self, ConfigError> {
-        let cfg: StackConfig = figment.extract().map_err(Box::new)?;
+        let cfg: StackConfig = figment.extract().map_err(ConfigError::from)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -327,6 +487,177 @@ mod tests {
 
         let err = StackConfig::load(Some(Path::new("/no/such/mcp-tower.toml"))).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    /// A secret-looking value: no error may contain it.
+    const SECRET: &str = "sk-live-7c1e9a";
+
+    #[test]
+    fn a_malformed_key_secret_in_toml_is_named_not_printed() {
+        let cases = [
+            // The wrong type: serde would print the value.
+            (
+                format!("key_secret = {}", "1234567"),
+                "1234567",
+                "an integer",
+            ),
+            (
+                format!("key_secret = 1.5e{}", 7),
+                "15000000",
+                "found a float, expected a string",
+            ),
+            // Too short: the length, not the bytes.
+            (
+                format!("key_secret = \"{SECRET}\""),
+                SECRET,
+                "key_secret: a key secret must be at least 16 bytes long, got 14",
+            ),
+            // A TOML syntax error on the secret's line: toml would quote the line.
+            (
+                format!("key_secret = \"{SECRET}"),
+                SECRET,
+                "TOML parse error at line 1",
+            ),
+            (
+                format!("[policy]\nscope = \"public\"\nkey_secret = '{SECRET}' x"),
+                SECRET,
+                "line 3",
+            ),
+        ];
+        for (toml, value, expected) in cases {
+            let err = StackConfig::from_toml_str(&toml).unwrap_err();
+            let shown = format!("{err} {err:?}");
+            assert!(
+                !shown.contains(value),
+                "{toml:?} printed its value: {shown}"
+            );
+            assert!(err.to_string().contains(expected), "{toml:?}: {err}");
+        }
+        let err = StackConfig::from_toml_str(&format!("key_secret = {}", 1234567)).unwrap_err();
+        assert!(
+            err.to_string().contains("key_secret\""),
+            "names the key: {err}"
+        );
+        // A value that is not a secret is still shown: it helps and hides nothing.
+        let err = StackConfig::from_toml_str("[policy]\nscope = \"everyone\"").unwrap_err();
+        assert!(err.to_string().contains("everyone"), "{err}");
+    }
+
+    #[test]
+    fn secret_keys() {
+        for secret in [
+            &["key_secret"][..],
+            &["upstreams", "github", "headers", "Authorization"],
+            &["upstreams", "local", "env", "LOG_LEVEL"],
+            &["http", "admin_token"],
+            &["hosts", "db", "password"],
+            &["hosts", "db", "identity_passphrase"],
+            &["API_KEY"],
+        ] {
+            assert!(is_secret_key(secret), "{secret:?}");
+        }
+        for plain in [
+            &["policy", "cache_ttl"][..],
+            &["http", "tokens_file"],
+            &["hosts", "db", "private_key_path"],
+            &["tools", "weather", "scope"],
+            &[],
+        ] {
+            assert!(!is_secret_key(plain), "{plain:?}");
+        }
+    }
+
+    #[test]
+    fn quoted_toml_source_lines_are_dropped() {
+        let message = "TOML parse error at line 12, column 3\n   |\n12 | token = \"abc\n   |   ^\ninvalid basic string\n";
+        assert_eq!(
+            without_quoted_source(message),
+            "TOML parse error at line 12, column 3: invalid basic string"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn a_malformed_key_secret_in_the_environment_is_named_not_printed() {
+        figment::Jail::expect_with(|jail| {
+            // figment would parse `true`, `1234567` and `{…}` (and print them in its
+            // error); the secret is read as written, and only its length is reported.
+            for value in [SECRET, "[sk-live-7c1e9a", "{sk=1}", "true", "1234567"] {
+                jail.set_env("MCP_TOWER_KEY_SECRET", value);
+                let err = match StackConfig::from_env() {
+                    Ok(cfg) => return Err(format!("{value:?} was accepted: {cfg:?}").into()),
+                    Err(err) => err,
+                };
+                let shown = format!("{err} {err:?}");
+                if shown.contains(value) {
+                    return Err(format!("{value:?} was printed: {shown}").into());
+                }
+                let expected = format!(
+                    "key_secret: a key secret must be at least 16 bytes long, got {}",
+                    value.len()
+                );
+                if !err.to_string().contains(&expected) {
+                    return Err(format!("{value:?}: {err} (expected {expected:?})").into());
+                }
+            }
+            // A long enough secret made only of digits is a secret like any other.
+            jail.set_env("MCP_TOWER_KEY_SECRET", "12345678901234567890");
+            let cfg = StackConfig::from_env().map_err(|e| e.to_string())?;
+            assert!(cfg.key_secret().map_err(|e| e.to_string())?.is_some());
+            // In a file, the same secret overridden by the environment.
+            jail.create_file("tower.toml", "key_secret = \"from-the-file-0123456789\"")?;
+            let cfg =
+                StackConfig::load(Some(Path::new("tower.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.key_secret.as_deref(), Some("12345678901234567890"));
+            Ok(())
+        });
+    }
+
+    /// Any figment-loaded configuration with secrets (a gateway's upstreams) gets the same
+    /// redaction, from TOML and from the environment.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn redaction_covers_upstream_env_and_headers() {
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)] // read through Debug only
+        struct Upstream {
+            env: BTreeMap<String, String>,
+            headers: BTreeMap<String, String>,
+            timeout: Option<u64>,
+        }
+        figment::Jail::expect_with(|jail| {
+            // (TOML, an environment variable, the value that must not show, what must)
+            let cases = [
+                ("env = { TOKEN = 90909090 }", None, "90909090", "env.TOKEN"),
+                (
+                    "",
+                    Some(("GW_HEADERS__AUTHORIZATION", "4242424242")),
+                    "4242424242",
+                    "HEADERS.AUTHORIZATION",
+                ),
+                ("timeout = \"soon\"", None, "(nothing secret)", "soon"),
+            ];
+            for (toml, env, leak, named) in cases {
+                jail.clear_env();
+                if let Some((name, value)) = env {
+                    jail.set_env(name, value);
+                }
+                let err = Figment::new()
+                    .merge(Toml::string(toml))
+                    .merge(Env::prefixed("GW_").split("__"))
+                    .extract::<Upstream>()
+                    .map_err(|e| redact_figment_error(e).to_string())
+                    .err()
+                    .ok_or("the configuration is invalid")?;
+                if err.contains(leak) {
+                    return Err(format!("{leak} was printed: {err}").into());
+                }
+                if !err.contains(named) {
+                    return Err(format!("{named} is not named: {err}").into());
+                }
+            }
+            Ok(())
+        });
     }
 
     #[test]

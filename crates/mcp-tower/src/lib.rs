@@ -51,7 +51,7 @@ mod http_config;
 mod layered;
 mod stack;
 
-pub use config::{ConfigError, ENV_PREFIX, StackConfig};
+pub use config::{ConfigError, ENV_PREFIX, StackConfig, is_secret_key, redact_figment_error};
 pub use http_config::{AdminMode, HttpConfig, SessionsConfig};
 pub use layered::LayeredServer;
 pub use stack::{BuiltStack, McpStack, McpStackBuilder, StackFuture, StackHandles, StackService};
