@@ -69,7 +69,7 @@ mod sftp;
 pub use config::{HostProfile, Secret, SshConfig};
 pub use connection::SshConnection;
 pub use connector::SshConnector;
-pub use error::SshError;
+pub use error::{ERROR_DATA_KEY, SshError};
 pub use exec::{ExecLimits, ExecOutput};
 pub use known_hosts::{HostKeyVerdict, KnownHosts, fingerprint};
 pub use pool::SshPool;
