@@ -2,7 +2,9 @@
 # mcp-tower-ssh against a real OpenSSH server.
 #
 #   bash .ci/ssh.sh            # the interop tests (exec, RSA and ed25519 keys, output cap and
-#                              # timeout, SFTP 1 MB round trip with checksum, sshd restart → recovery)
+#                              # timeout, SFTP 1 MB round trip with checksum, sshd restart → recovery,
+#                              # 64 concurrent 15 MiB downloads → capped or busy under a memory bound,
+#                              # errors without address, user or paths)
 #   bash .ci/ssh.sh bench ARGS # the `ssh` criterion bench against this sshd (ARGS go to criterion,
 #                              # e.g. `bash .ci/ssh.sh bench --quick`)
 #

@@ -7,7 +7,15 @@
 //! | `ssh_exec(host, command)` | not read-only, destructive, not idempotent, open world | never cached, never deduplicated, never retried |
 //! | `ssh_read_file(host, path)` | read-only | cached (per caller), deduplicated, retried on transient failures |
 //! | `sftp_upload(host, path, content, encoding?)` | not read-only, destructive, idempotent | deduplicated and retried, never cached |
-//! | `sftp_download(host, path)` | read-only | cached, deduplicated, retried; the file as base64 |
+//! | `sftp_download(host, path)` | read-only | cached, deduplicated, retried |
+//!
+//! A file comes back **once**: `ssh_read_file` answers one text block when the file is UTF-8
+//! and one embedded blob resource (base64) otherwise; `sftp_download` always answers the
+//! blob. Neither adds structured content (it would repeat the bytes). Reads are capped at
+//! `max_file_bytes` (8 MiB by default: a larger file is a tool error naming the cap) and
+//! limited to `max_concurrent_downloads` at once with `download_queue` waiting; beyond that
+//! the call fails at once with the busy error (`-31050`), so 64 concurrent reads of a large
+//! file cost at most a few times the cap in memory, not 64 times the file.
 //!
 //! Hosts come from a TOML allowlist of profiles ([`SshConfig`]); any other host is a tool
 //! error naming the allowed ones. Host keys are checked against known_hosts. Passwords,
@@ -18,7 +26,11 @@
 //! problems (unknown host, no such file, file too large, command refused); a JSON-RPC error
 //! `-31053` (upstream unavailable, transient) when the host cannot be reached, its host key
 //! is rejected, the login fails or the connection drops mid-call; `-31052` (timed out) when a
-//! command outlives `exec_timeout` (its channel is then closed).
+//! command outlives `exec_timeout` (its channel is then closed); `-31050` (busy) when too
+//! many reads run. Every message is `<code>: <short reason>` ([`SshError::client_message`],
+//! the code also in `data.sshError` of a JSON-RPC error): it names the host by its profile
+//! name, never by address, and carries no user name, known_hosts or key path, nor a
+//! server's own message. The full error goes to the log.
 
 use std::path::Path;
 
@@ -28,7 +40,10 @@ use mcp_tower_ssh::{SshConfig, SshError, SshPool};
 use rmcp::{
     ErrorData, ServerHandler,
     handler::server::{router::tool::ToolRouter, wrapper::Parameters},
-    model::{CallToolResult, ContentBlock, Implementation, ServerCapabilities, ServerConfig},
+    model::{
+        CallToolResult, ContentBlock, Implementation, ResourceContents, ServerCapabilities,
+        ServerConfig,
+    },
     schemars::{self, JsonSchema},
     tool, tool_handler, tool_router,
 };
@@ -83,34 +98,6 @@ pub struct FileArgs {
     pub path: String,
 }
 
-/// What `ssh_read_file` returns.
-#[derive(Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
-pub struct FileText {
-    /// The host's profile name.
-    pub host: String,
-    /// The remote path.
-    pub path: String,
-    /// Size in bytes.
-    pub size: usize,
-    /// The contents as UTF-8 text (invalid bytes replaced).
-    pub text: String,
-    /// Whether the file was not valid UTF-8 (use `sftp_download` for exact bytes).
-    pub lossy: bool,
-}
-
-/// What `sftp_download` returns.
-#[derive(Debug, Serialize, Deserialize, JsonSchema, PartialEq)]
-pub struct FileBytes {
-    /// The host's profile name.
-    pub host: String,
-    /// The remote path.
-    pub path: String,
-    /// Size in bytes.
-    pub size: usize,
-    /// The contents, base64 (standard alphabet, padded).
-    pub content_base64: String,
-}
-
 /// How `sftp_upload`'s `content` is written.
 #[derive(Debug, Clone, Copy, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -147,12 +134,23 @@ pub struct SshTools {
 /// read and act on; anything about the host or the connection → the core's errors.
 fn failure(tool: &str, error: SshError) -> Result<CallToolResult, ErrorData> {
     if error.is_tool_failure() {
+        tracing::info!(tool, code = error.code(), "SSH tool error: {error}");
         Ok(CallToolResult::error(vec![ContentBlock::text(
-            error.to_string(),
+            error.client_message(),
         )]))
     } else {
         Err(error.to_error_data(tool))
     }
+}
+
+/// The file as one embedded blob resource (base64), its bytes dropped as soon as encoded.
+fn blob(host: &str, path: &str, bytes: Vec<u8>) -> CallToolResult {
+    let encoded = BASE64.encode(&bytes);
+    drop(bytes);
+    let uri = format!("sftp://{host}/{}", path.trim_start_matches('/'));
+    CallToolResult::success(vec![ContentBlock::resource(
+        ResourceContents::blob(encoded, uri).with_mime_type("application/octet-stream"),
+    )])
 }
 
 fn structured(value: impl Serialize) -> Result<CallToolResult, ErrorData> {
@@ -209,7 +207,7 @@ impl SshTools {
     }
 
     #[tool(
-        description = "Read a text file on an allowlisted SSH host (over SFTP).",
+        description = "Read a file on an allowlisted SSH host (over SFTP): its text if it is UTF-8, else one base64 blob. Files over the server's cap (max_file_bytes) are refused.",
         annotations(
             title = "Read a remote file",
             read_only_hint = true,
@@ -221,16 +219,11 @@ impl SshTools {
         Parameters(args): Parameters<FileArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         match self.ssh.download(&args.host, &args.path).await {
-            Ok(bytes) => {
-                let lossy = std::str::from_utf8(&bytes).is_err();
-                structured(FileText {
-                    size: bytes.len(),
-                    text: String::from_utf8_lossy(&bytes).into_owned(),
-                    lossy,
-                    host: args.host,
-                    path: args.path,
-                })
-            }
+            // One representation of the bytes, never copied: the text, or the blob.
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Ok(CallToolResult::success(vec![ContentBlock::text(text)])),
+                Err(e) => Ok(blob(&args.host, &args.path, e.into_bytes())),
+            },
             Err(e) => failure("ssh_read_file", e),
         }
     }
@@ -271,7 +264,7 @@ impl SshTools {
     }
 
     #[tool(
-        description = "Download a file from an allowlisted SSH host over SFTP, as base64.",
+        description = "Download a file from an allowlisted SSH host over SFTP, as one base64 blob resource. Files over the server's cap (max_file_bytes) are refused.",
         annotations(
             title = "Download a file",
             read_only_hint = true,
@@ -283,12 +276,7 @@ impl SshTools {
         Parameters(args): Parameters<FileArgs>,
     ) -> Result<CallToolResult, ErrorData> {
         match self.ssh.download(&args.host, &args.path).await {
-            Ok(bytes) => structured(FileBytes {
-                size: bytes.len(),
-                content_base64: BASE64.encode(&bytes),
-                host: args.host,
-                path: args.path,
-            }),
+            Ok(bytes) => Ok(blob(&args.host, &args.path, bytes)),
             Err(e) => failure("sftp_download", e),
         }
     }

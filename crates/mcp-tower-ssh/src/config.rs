@@ -202,7 +202,11 @@ impl HostProfile {
 /// keepalive_max = 3
 /// exec_timeout = "60s"
 /// max_output_bytes = 1048576                # stdout + stderr kept per exec
-/// max_file_bytes = 16777216                 # largest SFTP download
+/// max_file_bytes = 8388608                  # largest SFTP download
+/// max_concurrent_downloads = 4              # downloads reading at once
+/// download_queue = 16                       # downloads waiting for one of those; more: busy
+/// allow_sha1_algorithms = false             # true: also ssh-rsa host keys, hmac-sha1 (legacy servers)
+/// allow_insecure_identity_permissions = false  # true: key files readable by others are used anyway
 ///
 /// [ssh.pool]                                # mcp-tower-pool's PoolConfig
 /// idle_timeout = "5m"
@@ -252,8 +256,27 @@ pub struct SshConfig {
     /// (`truncated`) and the channel closed so the remote command cannot block on a full
     /// pipe. Default `1048576` (1 MiB).
     pub max_output_bytes: usize,
-    /// The largest file an SFTP download reads. Default `16777216` (16 MiB).
+    /// The largest file an SFTP download reads (`ssh_read_file`, `sftp_download`). A larger
+    /// file fails with [`SshError::TooLarge`](crate::SshError::TooLarge) before anything is
+    /// read (or after `max_file_bytes + 1` bytes if the server does not tell the size).
+    /// Default `8388608` (8 MiB): an answer of that size, base64 and JSON-escaped, still fits
+    /// the usual limits of MCP clients.
     pub max_file_bytes: u64,
+    /// Downloads reading at once, across all hosts (each holds up to `max_file_bytes` in
+    /// memory). Default `4`.
+    pub max_concurrent_downloads: usize,
+    /// Downloads waiting for one of those permits; a download beyond it fails at once with
+    /// [`SshError::Busy`](crate::SshError::Busy) (`0`: none waits). Default `16`.
+    pub download_queue: usize,
+    /// Also negotiate the SHA-1 algorithms: `ssh-rsa` host keys (and RSA user-key signatures
+    /// with SHA-1), the `hmac-sha1` and `hmac-sha1-etm@openssh.com` MACs and the
+    /// `diffie-hellman-group14-sha1` key exchange. Off by default (as in OpenSSH ≥ 8.8): a
+    /// server that offers nothing better is refused. Turn it on for legacy servers only.
+    pub allow_sha1_algorithms: bool,
+    /// Use identity files that the group or others may read. Off by default: such a key file
+    /// is refused when the pool is built (OpenSSH's "UNPROTECTED PRIVATE KEY FILE"); fix it
+    /// with `chmod 600`. Only checked on Unix.
+    pub allow_insecure_identity_permissions: bool,
     /// An SFTP request without an answer for this long fails. Default `30s`.
     #[serde(with = "humantime_serde")]
     pub sftp_timeout: Duration,
@@ -272,7 +295,11 @@ impl Default for SshConfig {
             keepalive_max: 3,
             exec_timeout: Duration::from_secs(60),
             max_output_bytes: 1 << 20,
-            max_file_bytes: 16 << 20,
+            max_file_bytes: 8 << 20,
+            max_concurrent_downloads: 4,
+            download_queue: 16,
+            allow_sha1_algorithms: false,
+            allow_insecure_identity_permissions: false,
             sftp_timeout: Duration::from_secs(30),
             pool: PoolConfig::default(),
             hosts: BTreeMap::new(),
@@ -317,6 +344,25 @@ impl SshConfig {
         self
     }
 
+    /// Reads at most `max` downloads at once, with at most `queue` more waiting.
+    pub fn with_download_limit(mut self, max: usize, queue: usize) -> Self {
+        self.max_concurrent_downloads = max;
+        self.download_queue = queue;
+        self
+    }
+
+    /// Also negotiates the SHA-1 algorithms (see the field's documentation).
+    pub fn with_allow_sha1_algorithms(mut self, allow: bool) -> Self {
+        self.allow_sha1_algorithms = allow;
+        self
+    }
+
+    /// Uses identity files others may read (see the field's documentation).
+    pub fn with_allow_insecure_identity_permissions(mut self, allow: bool) -> Self {
+        self.allow_insecure_identity_permissions = allow;
+        self
+    }
+
     /// Sends keep-alives every `interval` (`Duration::ZERO`: never).
     pub fn with_keepalive_interval(mut self, interval: Duration) -> Self {
         self.keepalive_interval = interval;
@@ -351,6 +397,12 @@ impl SshConfig {
         }
         if self.max_output_bytes == 0 {
             return Err("ssh.max_output_bytes: must be at least 1".into());
+        }
+        if self.max_file_bytes == 0 {
+            return Err("ssh.max_file_bytes: must be at least 1".into());
+        }
+        if self.max_concurrent_downloads == 0 {
+            return Err("ssh.max_concurrent_downloads: must be at least 1".into());
         }
         if !self.insecure_accept_any_host_key && self.known_hosts_path().is_none() {
             return Err(

@@ -12,8 +12,9 @@ use std::{
 
 use mcp_tower_pool::Connector;
 use russh::{
-    client,
-    keys::{PrivateKey, PrivateKeyWithHashAlg},
+    Preferred, client, kex,
+    keys::{Algorithm, HashAlg, PrivateKey, PrivateKeyWithHashAlg},
+    mac,
 };
 
 use crate::{
@@ -51,6 +52,8 @@ impl fmt::Debug for Profile {
 pub struct SshConnector {
     profiles: HashMap<Arc<str>, Arc<Profile>>,
     client_config: Arc<client::Config>,
+    /// Whether RSA user keys may sign with SHA-1 (`ssh-rsa`).
+    allow_sha1: bool,
     /// `None`: host keys are not checked (insecure opt-out).
     known_hosts: Option<PathBuf>,
     pub(crate) sftp_timeout: Duration,
@@ -86,17 +89,12 @@ impl SshConnector {
         let mut profiles = HashMap::with_capacity(config.hosts.len());
         for (name, settings) in &config.hosts {
             let key = match &settings.identity_file {
-                Some(path) => Some(Arc::new(
-                    russh::keys::load_secret_key(
-                        crate::config::expand_home(path),
-                        settings.identity_passphrase.as_ref().map(|p| p.expose()),
-                    )
-                    .map_err(|e| SshError::Key {
-                        host: name.clone(),
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    })?,
-                )),
+                Some(path) => Some(Arc::new(load_key(
+                    name,
+                    path,
+                    settings,
+                    config.allow_insecure_identity_permissions,
+                )?)),
                 None => None,
             };
             let limits = ExecLimits::new(
@@ -115,7 +113,14 @@ impl SshConnector {
             );
         }
         let keepalive = (!config.keepalive_interval.is_zero()).then_some(config.keepalive_interval);
+        if config.allow_sha1_algorithms {
+            tracing::warn!(
+                "SHA-1 SSH algorithms are allowed (allow_sha1_algorithms = true): ssh-rsa host \
+                 keys, hmac-sha1 and diffie-hellman-group14-sha1 may be negotiated"
+            );
+        }
         let client_config = client::Config {
+            preferred: preferred(config.allow_sha1_algorithms),
             nodelay: true,
             keepalive_interval: keepalive,
             keepalive_max: config.keepalive_max,
@@ -125,6 +130,7 @@ impl SshConnector {
         Ok(Self {
             profiles,
             client_config: Arc::new(client_config),
+            allow_sha1: config.allow_sha1_algorithms,
             known_hosts,
             sftp_timeout: config.sftp_timeout,
             max_file_bytes: config.max_file_bytes,
@@ -194,11 +200,18 @@ impl SshConnector {
         if let Some(key) = &profile.key {
             tried.push("publickey");
             let hash = if key.algorithm().is_rsa() {
-                handle
+                let best = handle
                     .best_supported_rsa_hash()
                     .await
                     .map_err(handshake)?
-                    .flatten()
+                    .flatten();
+                // `None` is `ssh-rsa` (SHA-1): only when allowed; otherwise rsa-sha2-256,
+                // which a server that does not list its signature algorithms may well take.
+                if self.allow_sha1 {
+                    best
+                } else {
+                    best.or(Some(HashAlg::Sha256))
+                }
             } else {
                 None
             };
@@ -226,6 +239,98 @@ impl SshConnector {
             tried: tried.join(", "),
         })
     }
+}
+
+/// The algorithms offered: russh's defaults without `ssh-rsa` (SHA-1) host keys — russh
+/// already leaves SHA-1 MACs and key exchanges out — or, for legacy servers, those plus
+/// `ssh-rsa`, `hmac-sha1-etm@openssh.com`, `hmac-sha1` and `diffie-hellman-group14-sha1`
+/// (last, so they are only chosen when the server offers nothing better).
+pub(crate) fn preferred(allow_sha1: bool) -> Preferred {
+    let defaults = Preferred::default();
+    let mut key: Vec<Algorithm> = defaults
+        .key
+        .iter()
+        .filter(|a| !matches!(a, Algorithm::Rsa { hash: None }))
+        .cloned()
+        .collect();
+    let mut mac: Vec<mac::Name> = defaults
+        .mac
+        .iter()
+        .filter(|m| **m != mac::HMAC_SHA1 && **m != mac::HMAC_SHA1_ETM)
+        .copied()
+        .collect();
+    let mut kex: Vec<kex::Name> = defaults
+        .kex
+        .iter()
+        .filter(|k| !k.as_ref().contains("sha1"))
+        .copied()
+        .collect();
+    if allow_sha1 {
+        key.push(Algorithm::Rsa { hash: None });
+        mac.extend([mac::HMAC_SHA1_ETM, mac::HMAC_SHA1]);
+        // Before the extension pseudo-algorithms (`ext-info-c`, `kex-strict-…`), which only
+        // ever match themselves.
+        let at = kex
+            .iter()
+            .position(|k| {
+                k.as_ref().starts_with("ext-info") || k.as_ref().starts_with("kex-strict")
+            })
+            .unwrap_or(kex.len());
+        kex.insert(at, kex::DH_G14_SHA1);
+    }
+    Preferred {
+        key: key.into(),
+        mac: mac.into(),
+        kex: kex.into(),
+        ..defaults
+    }
+}
+
+/// Loads the identity file of profile `name`, refusing (on Unix) one that its group or
+/// others may read, unless `allow_insecure` — as OpenSSH does.
+fn load_key(
+    name: &str,
+    path: &std::path::Path,
+    settings: &HostProfile,
+    allow_insecure: bool,
+) -> Result<PrivateKey, SshError> {
+    let file = crate::config::expand_home(path);
+    let failed = |reason: String| SshError::Key {
+        host: name.to_owned(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file)
+            .map_err(|e| failed(e.to_string()))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o077 != 0 {
+            if !allow_insecure {
+                return Err(SshError::KeyPermissions {
+                    host: name.to_owned(),
+                    path: path.to_path_buf(),
+                    mode,
+                });
+            }
+            tracing::warn!(
+                host = name,
+                "the private key file {} has permissions {mode:04o} (readable by others); \
+                 used anyway because allow_insecure_identity_permissions is set",
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = allow_insecure;
+    russh::keys::load_secret_key(
+        file,
+        settings.identity_passphrase.as_ref().map(|p| p.expose()),
+    )
+    .map_err(|e| failed(e.to_string()))
 }
 
 impl Connector for SshConnector {

@@ -1,11 +1,14 @@
 //! [`SshError`]: every way an SSH operation fails, with the host's profile name (never its
-//! credentials) and a message a person can act on; and its conversion into the core errors
-//! an MCP client sees.
+//! credentials) and a message a person can act on; and its conversion into what an MCP
+//! client sees: a stable code ([`SshError::code`]) and a short reason
+//! ([`SshError::client_message`]) that name the host by its profile only — addresses, user
+//! names and file paths stay in the `Display` text, for logs.
 
-use std::{path::PathBuf, time::Duration};
+use std::{borrow::Cow, path::PathBuf, time::Duration};
 
-use mcp_tower_core::error::{Layer, TimedOut, UpstreamUnavailable};
+use mcp_tower_core::error::{Busy, BusyReason, Layer, TimedOut, UpstreamUnavailable};
 use mcp_tower_pool::PoolError;
+use serde_json::Value;
 
 use crate::HostKeyVerdict;
 
@@ -34,6 +37,21 @@ pub enum SshError {
         path: PathBuf,
         /// Why (never the key's contents).
         reason: String,
+    },
+    /// An identity file may be read by its group or by others, so it is not used (OpenSSH's
+    /// "UNPROTECTED PRIVATE KEY FILE"). `chmod 600` it, or set
+    /// [`allow_insecure_identity_permissions`](crate::SshConfig::allow_insecure_identity_permissions).
+    #[error(
+        "the private key file of host `{host}` ({}) has permissions {mode:04o}: it must not be readable by group or others (chmod 600 it, or set allow_insecure_identity_permissions = true)",
+        .path.display()
+    )]
+    KeyPermissions {
+        /// The profile.
+        host: String,
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
     },
     /// The TCP connection could not be made.
     #[error("cannot reach SSH host `{host}` at {address}: {source}")]
@@ -127,22 +145,39 @@ pub enum SshError {
         op: &'static str,
         /// The remote path.
         path: String,
+        /// The failure's stable code: `no_such_file`, `permission_denied` or `sftp_failed`.
+        code: &'static str,
         /// The server's answer.
         reason: String,
     },
     /// A file is larger than `max_file_bytes`.
-    #[error("`{path}` on `{host}` is {size} bytes, more than the limit of {limit}")]
+    #[error("`{path}` on `{host}` is larger than the limit of {limit} bytes (max_file_bytes){}", .size.map(|s| format!(": {s} bytes")).unwrap_or_default())]
     TooLarge {
         /// The profile.
         host: String,
         /// The remote path.
         path: String,
-        /// Its size.
-        size: u64,
+        /// Its size, when the server told it (else more than `limit` bytes were sent).
+        size: Option<u64>,
         /// `max_file_bytes`.
         limit: u64,
     },
+    /// Too many downloads: `max_concurrent_downloads` run and `download_queue` wait.
+    /// Nothing was read; try again later.
+    #[error("too many SFTP downloads: {in_flight} reading and {queued} waiting")]
+    Busy {
+        /// Downloads reading now.
+        in_flight: usize,
+        /// Downloads waiting.
+        queued: usize,
+    },
 }
+
+/// How long a client is told to wait after [`SshError::Busy`] (`retryAfterMs`).
+pub(crate) const BUSY_RETRY_AFTER: Duration = Duration::from_millis(250);
+
+/// The key of the stable SSH error code in an error's `data`.
+pub const ERROR_DATA_KEY: &str = "sshError";
 
 impl SshError {
     /// Whether the operation may succeed if tried again: the host was unreachable, the
@@ -161,7 +196,8 @@ impl SshError {
 
     /// Whether the error is about the request rather than the host (an unknown host, a
     /// missing file, a file too large): an MCP tool reports it as a tool error
-    /// (`isError: true`) rather than a protocol error.
+    /// (`isError: true`, text [`client_message`](Self::client_message)) rather than a
+    /// protocol error.
     pub fn is_tool_failure(&self) -> bool {
         matches!(
             self,
@@ -172,19 +208,162 @@ impl SshError {
         )
     }
 
-    /// The error an MCP client gets for it from tool `tool`: [`TimedOut`] for a timeout,
-    /// [`UpstreamUnavailable`] (naming the host's profile) when the host could not be reached
-    /// or the connection dropped, `invalid_params` for an unknown host, `internal_error`
-    /// otherwise.
-    pub fn to_error_data(&self, tool: &str) -> rmcp::ErrorData {
+    /// The error's stable code, for clients and alerts (it never changes meaning):
+    /// `unknown_host`, `config`, `identity_file`, `identity_file_permissions`,
+    /// `connect_failed`, `connect_timeout`, `host_key_rejected`, `known_hosts_unreadable`,
+    /// `host_certificate`, `handshake_failed`, `no_common_algorithm`, `auth_failed`,
+    /// `pool_limit`, `shutdown`, `disconnected`, `refused`, `timeout`, `no_such_file`,
+    /// `permission_denied`, `sftp_failed`, `file_too_large`, `busy`.
+    pub fn code(&self) -> &'static str {
         match self {
+            SshError::UnknownHost { .. } => "unknown_host",
+            SshError::Config(_) => "config",
+            SshError::Key { .. } => "identity_file",
+            SshError::KeyPermissions { .. } => "identity_file_permissions",
+            SshError::Connect { .. } => "connect_failed",
+            SshError::HostKey { .. } => "host_key_rejected",
+            SshError::KnownHosts { .. } => "known_hosts_unreadable",
+            SshError::HostCertificate { .. } => "host_certificate",
+            SshError::Handshake {
+                source: russh::Error::NoCommonAlgo { .. },
+                ..
+            } => "no_common_algorithm",
+            SshError::Handshake { .. } => "handshake_failed",
+            SshError::Auth { .. } => "auth_failed",
+            SshError::Pool(e) => match ssh_cause(e) {
+                Some(cause) => cause.code(),
+                None => match e {
+                    PoolError::ConnectTimeout { .. } => "connect_timeout",
+                    PoolError::LimitReached { .. } => "pool_limit",
+                    PoolError::Shutdown => "shutdown",
+                    _ => "connect_failed",
+                },
+            },
+            SshError::Disconnected { .. } => "disconnected",
+            SshError::Refused { .. } => "refused",
+            SshError::Timeout { .. } => "timeout",
+            SshError::Sftp { code, .. } => code,
+            SshError::TooLarge { .. } => "file_too_large",
+            SshError::Busy { .. } => "busy",
+        }
+    }
+
+    /// What a client may read: `<code>: <short reason>`, naming the host by its profile
+    /// name only. Unlike `Display` (which is for logs), it never carries an address, a user
+    /// name, a remote or local path, a known_hosts line or a server's free text.
+    pub fn client_message(&self) -> String {
+        format!("{}: {}", self.code(), self.client_reason())
+    }
+
+    fn client_reason(&self) -> Cow<'static, str> {
+        match self {
+            // The name asked for is the caller's own input; the rest are profile names.
+            SshError::UnknownHost { host, known } => Cow::Owned(format!(
+                "unknown SSH host `{host}`; the configured hosts are: {known}"
+            )),
+            SshError::Config(_) => "the SSH configuration is invalid".into(),
+            SshError::Key { host, .. } => {
+                format!("the private key of `{host}` cannot be loaded").into()
+            }
+            SshError::KeyPermissions { host, .. } => {
+                format!("the private key file of `{host}` is readable by others").into()
+            }
+            SshError::Connect { host, source, .. } => {
+                format!("cannot reach `{host}` ({})", source.kind()).into()
+            }
+            SshError::HostKey { host, verdict, .. } => {
+                let why = match verdict {
+                    HostKeyVerdict::Trusted { .. } => "trusted",
+                    HostKeyVerdict::Mismatch { .. } => "it does not match the recorded key",
+                    HostKeyVerdict::Unknown => "the host is not in known_hosts",
+                    HostKeyVerdict::Revoked { .. } => "the key is revoked",
+                };
+                format!("the host key of `{host}` was rejected: {why}").into()
+            }
+            SshError::KnownHosts { .. } => "the known_hosts file cannot be read".into(),
+            SshError::HostCertificate { host } => {
+                format!("`{host}` presented a host certificate, which is not supported").into()
+            }
+            SshError::Handshake {
+                host,
+                source: russh::Error::NoCommonAlgo { kind, .. },
+            } => format!(
+                "`{host}` offers no {} algorithm this client accepts (SHA-1 algorithms are off \
+                 unless allow_sha1_algorithms is set)",
+                format!("{kind:?}").to_lowercase()
+            )
+            .into(),
+            SshError::Handshake { host, .. } => {
+                format!("the SSH handshake with `{host}` failed").into()
+            }
+            SshError::Auth { host, tried, .. } => {
+                format!("login to `{host}` failed (tried: {tried})").into()
+            }
+            SshError::Pool(e) => match (ssh_cause(e), e) {
+                (Some(cause), PoolError::Backoff { retry_in, .. }) => format!(
+                    "{} (next attempt in {} ms)",
+                    cause.client_reason(),
+                    retry_in.as_millis()
+                )
+                .into(),
+                (Some(cause), _) => cause.client_reason(),
+                (None, PoolError::Shutdown) => "the SSH pool is shutting down".into(),
+                // The pool's own messages name the key (the profile) only.
+                (None, other) => other.to_string().into(),
+            },
+            SshError::Disconnected { host, during } => {
+                format!("the connection to `{host}` closed during {during}").into()
+            }
+            SshError::Refused { .. } | SshError::Timeout { .. } | SshError::Busy { .. } => {
+                // No address, user or path in these.
+                self.to_string().into()
+            }
+            SshError::Sftp { host, op, code, .. } => {
+                let what = match *code {
+                    "no_such_file" => "no such file",
+                    "permission_denied" => "permission denied",
+                    _ => "the server refused it",
+                };
+                format!("SFTP {op} on `{host}` failed: {what}").into()
+            }
+            SshError::TooLarge { size, limit, .. } => format!(
+                "the file is larger than the limit of {limit} bytes (max_file_bytes){}",
+                size.map(|s| format!(": {s} bytes")).unwrap_or_default()
+            )
+            .into(),
+        }
+    }
+
+    /// The error an MCP client gets for it from tool `tool`: [`TimedOut`] for a timeout,
+    /// [`Busy`] when too many downloads run, [`UpstreamUnavailable`] (naming the host's
+    /// profile) when the host could not be reached or the connection dropped,
+    /// `invalid_params` for an unknown host, `internal_error` otherwise. Its message is
+    /// [`client_message`](Self::client_message) (no address, user name or path), and
+    /// `data.sshError` holds the [`code`](Self::code). The full error is logged (`WARN`).
+    pub fn to_error_data(&self, tool: &str) -> rmcp::ErrorData {
+        tracing::warn!(tool, code = self.code(), "SSH call failed: {self}");
+        let mut data = match self {
             SshError::Timeout { after, .. } => TimedOut {
                 layer: Layer::Pool,
                 tool: tool.to_owned(),
                 after: *after,
             }
             .into(),
-            SshError::Pool(e) => e.clone().into(),
+            SshError::Busy { in_flight, queued } => Busy {
+                layer: Layer::Pool,
+                tool: Some(tool.to_owned()),
+                reason: BusyReason::QueueFull,
+                in_flight: *in_flight,
+                queued: *queued,
+                retry_after: BUSY_RETRY_AFTER,
+            }
+            .into(),
+            SshError::Pool(e) => UpstreamUnavailable {
+                layer: Layer::Pool,
+                upstream: e.key().unwrap_or("ssh").to_owned(),
+                reason: self.client_message().into(),
+            }
+            .into(),
             SshError::Connect { host, .. }
             | SshError::Disconnected { host, .. }
             | SshError::Handshake { host, .. }
@@ -193,12 +372,30 @@ impl SshError {
             | SshError::Auth { host, .. } => UpstreamUnavailable {
                 layer: Layer::Pool,
                 upstream: host.clone(),
-                reason: self.to_string().into(),
+                reason: self.client_message().into(),
             }
             .into(),
-            SshError::UnknownHost { .. } => rmcp::ErrorData::invalid_params(self.to_string(), None),
-            _ => rmcp::ErrorData::internal_error(self.to_string(), None),
+            SshError::UnknownHost { .. } => {
+                rmcp::ErrorData::invalid_params(self.client_message(), None)
+            }
+            _ => rmcp::ErrorData::internal_error(self.client_message(), None),
+        };
+        match &mut data.data {
+            Some(Value::Object(map)) => {
+                map.insert(ERROR_DATA_KEY.into(), Value::from(self.code()));
+            }
+            other => *other = Some(serde_json::json!({ ERROR_DATA_KEY: self.code() })),
         }
+        data
+    }
+}
+
+/// The SSH error a pool error wraps (a failed connect, also while connects back off).
+fn ssh_cause(error: &PoolError) -> Option<&SshError> {
+    match error {
+        PoolError::Connect { source, .. } => source.downcast_ref::<SshError>(),
+        PoolError::Backoff { last, .. } => ssh_cause(last),
+        _ => None,
     }
 }
 

@@ -24,7 +24,16 @@
 //! - [`KnownHosts`]: the OpenSSH known_hosts format (hashed names, `[host]:port`, wildcards,
 //!   negation, `@revoked`).
 //! - [`SshError::to_error_data`]: what an MCP client sees — `UpstreamUnavailable` when the
-//!   host cannot be reached or the connection drops mid-call, `TimedOut` on a timeout.
+//!   host cannot be reached or the connection drops mid-call, `TimedOut` on a timeout,
+//!   `Busy` when too many downloads run — with a stable [code](SshError::code) and a
+//!   [short reason](SshError::client_message) that never carry an address, a user name or a
+//!   path (the full error is logged).
+//!
+//! Hardened defaults: SHA-1 algorithms (`ssh-rsa` host keys, `hmac-sha1`) are not offered
+//! ([`allow_sha1_algorithms`](SshConfig::allow_sha1_algorithms) brings them back), identity
+//! files readable by others are refused
+//! ([`allow_insecure_identity_permissions`](SshConfig::allow_insecure_identity_permissions)),
+//! and downloads are capped at 8 MiB with at most 4 reading at once.
 //!
 //! russh is built with `ring` (pure Rust and C from crates.io, no cmake or system
 //! library) and `rsa` (RSA keys).
@@ -69,7 +78,7 @@ mod sftp;
 pub use config::{HostProfile, Secret, SshConfig};
 pub use connection::SshConnection;
 pub use connector::SshConnector;
-pub use error::SshError;
+pub use error::{ERROR_DATA_KEY, SshError};
 pub use exec::{ExecLimits, ExecOutput};
 pub use known_hosts::{HostKeyVerdict, KnownHosts, fingerprint};
 pub use pool::SshPool;

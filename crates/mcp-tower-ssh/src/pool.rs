@@ -1,7 +1,10 @@
 //! [`SshPool`]: the allowlisted hosts of an [`SshConfig`] behind one
 //! [`Pool`](mcp_tower_pool::Pool) of russh connections — exec and SFTP by host name.
 
+use std::sync::Arc;
+
 use mcp_tower_pool::{Pool, PoolHandle, PoolStats, Pooled};
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::{
     DirEntry, ExecLimits, ExecOutput, FileStat, SshConfig, SshConnector, SshError,
@@ -17,6 +20,47 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct SshPool {
     pool: Pool<SshConnector>,
+    downloads: Arc<DownloadLimit>,
+}
+
+/// `max_concurrent_downloads` permits to read, and `max_concurrent_downloads +
+/// download_queue` tickets to be admitted at all: a download without a ticket is refused
+/// at once ([`SshError::Busy`]), so the waiting line is bounded.
+#[derive(Debug)]
+struct DownloadLimit {
+    admitted: Semaphore,
+    reading: Semaphore,
+    max: usize,
+    queue: usize,
+}
+
+impl DownloadLimit {
+    fn new(max: usize, queue: usize) -> Self {
+        Self {
+            admitted: Semaphore::new(max.saturating_add(queue)),
+            reading: Semaphore::new(max),
+            max,
+            queue,
+        }
+    }
+
+    /// Waits for a permit to read, or fails at once when the queue is full.
+    async fn acquire(&self) -> Result<(SemaphorePermit<'_>, SemaphorePermit<'_>), SshError> {
+        let ticket = self.admitted.try_acquire().map_err(|_| {
+            let in_flight = self.max - self.reading.available_permits();
+            let admitted = self.max.saturating_add(self.queue) - self.admitted.available_permits();
+            SshError::Busy {
+                in_flight,
+                queued: admitted.saturating_sub(in_flight),
+            }
+        })?;
+        let permit = self
+            .reading
+            .acquire()
+            .await
+            .map_err(|_| SshError::Pool(mcp_tower_pool::PoolError::Shutdown))?;
+        Ok((ticket, permit))
+    }
 }
 
 impl SshPool {
@@ -28,7 +72,11 @@ impl SshPool {
             .with_config(config.pool.clone())
             .build()
             .map_err(|e| SshError::Config(e.to_string()))?;
-        Ok(Self { pool })
+        let downloads = Arc::new(DownloadLimit::new(
+            config.max_concurrent_downloads,
+            config.download_queue,
+        ));
+        Ok(Self { pool, downloads })
     }
 
     /// The allowlisted host names, sorted.
@@ -88,7 +136,13 @@ impl SshPool {
 
     /// Reads `path` on `host` over SFTP (at most `max_file_bytes`). Reads are repeated once
     /// on a fresh connection if the connection dies under them (after a server restart).
+    ///
+    /// At most `max_concurrent_downloads` run at once (across hosts), with up to
+    /// `download_queue` more waiting their turn; beyond that the call fails at once with
+    /// [`SshError::Busy`], before connecting or reading anything.
     pub async fn download(&self, host: &str, path: &str) -> Result<Vec<u8>, SshError> {
+        self.pool.connector().profile(host)?;
+        let _permit = self.downloads.acquire().await?;
         let conn = self.connection(host).await?;
         match conn.download(path).await {
             Err(e) if Repeat::IfDisconnected.allows(&e) => {

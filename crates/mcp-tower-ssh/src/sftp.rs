@@ -3,7 +3,10 @@
 
 use std::{sync::Arc, time::UNIX_EPOCH};
 
-use russh_sftp::client::{Config as SftpConfig, SftpSession, error::Error as SftpError};
+use russh_sftp::{
+    client::{Config as SftpConfig, SftpSession, error::Error as SftpError},
+    protocol::StatusCode,
+};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -103,10 +106,16 @@ impl SshConnection {
     /// reopened by the next call.
     async fn sftp_failed(&self, op: &'static str, path: &str, error: SftpError) -> SshError {
         if let SftpError::Status(status) = &error {
+            let code = match status.status_code {
+                StatusCode::NoSuchFile => "no_such_file",
+                StatusCode::PermissionDenied => "permission_denied",
+                _ => "sftp_failed",
+            };
             return SshError::Sftp {
                 host: self.host().to_owned(),
                 op,
                 path: path.to_owned(),
+                code,
                 reason: format!("{}: {}", status.status_code, status.error_message),
             };
         }
@@ -128,6 +137,7 @@ impl SshConnection {
             host: self.host().to_owned(),
             op,
             path: path.to_owned(),
+            code: "sftp_failed",
             reason: error.to_string(),
         }
     }
@@ -149,7 +159,8 @@ impl SshConnection {
     }
 
     /// Reads the file at `path`; fails with [`SshError::TooLarge`] beyond
-    /// `max_file_bytes`.
+    /// `max_file_bytes`: at once if the server reports a larger size, else after reading
+    /// `max_file_bytes + 1` bytes (never more, whatever the file's real size).
     pub async fn download(&self, path: &str) -> Result<Vec<u8>, SshError> {
         let sftp = self.sftp().await?;
         let limit = self.max_file_bytes;
@@ -159,13 +170,16 @@ impl SshConnection {
             if let Some(size) = size
                 && size > limit
             {
-                return Ok(Err(size));
+                return Ok(Err(Some(size)));
             }
-            let mut data = Vec::with_capacity(size.unwrap_or(0).min(limit) as usize);
-            let mut capped = file.take(limit + 1);
+            // The reported size may be wrong (a growing file, a special file): read one byte
+            // more than allowed, at most, to tell.
+            let expected = usize::try_from(size.unwrap_or(0).min(limit)).unwrap_or(0);
+            let mut data = Vec::with_capacity(expected);
+            let mut capped = file.take(limit.saturating_add(1));
             capped.read_to_end(&mut data).await?;
             if data.len() as u64 > limit {
-                return Ok(Err(data.len() as u64));
+                return Ok(Err(None));
             }
             Ok::<_, SftpError>(Ok(data))
         }

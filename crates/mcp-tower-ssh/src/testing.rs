@@ -16,6 +16,10 @@
 //! | `sleep MS` | exit 0 after MS milliseconds |
 //! | `wait-for N` | exit 0 once N commands run at the same time (a barrier: proves parallelism) |
 //! | anything else | `unknown command` on stderr, exit 127 |
+//!
+//! Its SFTP file system refuses every path under `/forbidden/` (permission denied), and can
+//! be told to hide file sizes ([`TestServer::hide_sizes`]), as a server streaming a growing
+//! or special file does.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -25,13 +29,13 @@ use std::{
     path::Path,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use russh::{
-    Channel, ChannelId, ChannelMsg,
+    Channel, ChannelId, ChannelMsg, Preferred,
     keys::{PrivateKey, PublicKey, ssh_key::LineEnding, ssh_key::private::Ed25519Keypair},
     server::{self, Auth, Msg, Server as _, Session, VerifiedPublicKey},
 };
@@ -54,6 +58,14 @@ pub fn random_ed25519() -> PrivateKey {
         chunk.copy_from_slice(&RandomState::new().hash_one(i).to_le_bytes());
     }
     PrivateKey::from(Ed25519Keypair::from_seed(&seed))
+}
+
+/// A fixed 2048-bit RSA key, for tests that need an RSA host (generating one takes seconds in
+/// a debug build). Public: never use it outside tests.
+pub fn rsa_test_key() -> PrivateKey {
+    #[allow(clippy::expect_used)]
+    PrivateKey::from_openssh(include_str!("testing_rsa_host_key"))
+        .expect("the bundled RSA test key parses")
 }
 
 /// Writes `key` to `path` in OpenSSH format, readable by its owner only.
@@ -88,6 +100,8 @@ pub struct TestServerStats {
     pub closed_by_client: usize,
     /// SFTP sessions started.
     pub sftp_sessions: usize,
+    /// File bytes sent in SFTP read answers.
+    pub sftp_bytes_sent: usize,
 }
 
 #[derive(Debug, Default)]
@@ -99,6 +113,7 @@ struct Counters {
     peak_running: AtomicUsize,
     closed_by_client: AtomicUsize,
     sftp_sessions: AtomicUsize,
+    sftp_bytes_sent: AtomicUsize,
     started: tokio::sync::Notify,
 }
 
@@ -106,8 +121,10 @@ type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
 
 struct Shared {
     host_key: PrivateKey,
+    preferred: Preferred,
     client_key: PrivateKey,
     accept_password: bool,
+    hide_sizes: AtomicBool,
     counters: Counters,
     files: Files,
 }
@@ -141,14 +158,26 @@ impl TestServer {
 
     /// Starts a server with this host key, accepting this client key.
     pub async fn start_with(host_key: PrivateKey, client_key: PrivateKey) -> std::io::Result<Self> {
+        Self::start_with_algorithms(host_key, client_key, Preferred::default()).await
+    }
+
+    /// Starts a server that offers only the algorithms of `preferred` (host-key signatures,
+    /// MACs, ciphers, key exchanges): an old or a misconfigured server, as a client sees it.
+    pub async fn start_with_algorithms(
+        host_key: PrivateKey,
+        client_key: PrivateKey,
+        preferred: Preferred,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let server = Self {
             addr,
             shared: Arc::new(Shared {
                 host_key,
+                preferred,
                 client_key,
                 accept_password: true,
+                hide_sizes: AtomicBool::new(false),
                 counters: Counters::default(),
                 files: Files::default(),
             }),
@@ -161,6 +190,7 @@ impl TestServer {
     async fn serve(&self, listener: TcpListener) -> std::io::Result<Running> {
         let config = Arc::new(server::Config {
             keys: vec![self.shared.host_key.clone()],
+            preferred: self.shared.preferred.clone(),
             auth_rejection_time: Duration::ZERO,
             auth_rejection_time_initial: Some(Duration::ZERO),
             nodelay: true,
@@ -226,6 +256,7 @@ impl TestServer {
             peak_running: c.peak_running.load(Ordering::SeqCst),
             closed_by_client: c.closed_by_client.load(Ordering::SeqCst),
             sftp_sessions: c.sftp_sessions.load(Ordering::SeqCst),
+            sftp_bytes_sent: c.sftp_bytes_sent.load(Ordering::SeqCst),
         }
     }
 
@@ -237,6 +268,11 @@ impl TestServer {
     /// Puts a file in the SFTP file system.
     pub fn put_file(&self, path: &str, data: impl Into<Vec<u8>>) {
         lock(&self.shared.files).insert(path.to_owned(), data.into());
+    }
+
+    /// With `true`, SFTP `stat`/`fstat` answers carry no size (reads still serve the bytes).
+    pub fn hide_sizes(&self, hide: bool) {
+        self.shared.hide_sizes.store(hide, Ordering::SeqCst);
     }
 
     /// Stops the server: every session is disconnected, no new connection is accepted.
@@ -374,6 +410,7 @@ impl server::Handler for Connection {
                     .sftp_sessions
                     .fetch_add(1, Ordering::SeqCst);
                 let sftp = MemorySftp {
+                    shared: Arc::clone(&self.shared),
                     files: Arc::clone(&self.shared.files),
                     handles: HashMap::new(),
                     next: 0,
@@ -462,6 +499,7 @@ async fn run_command(shared: &Shared, channel: Channel<Msg>, command: &str) {
 /// An SFTP server over an in-memory map of path → contents (directories are implied by
 /// paths).
 struct MemorySftp {
+    shared: Arc<Shared>,
     files: Files,
     handles: HashMap<String, OpenHandle>,
     next: u64,
@@ -512,7 +550,11 @@ impl MemorySftp {
 
     fn attrs(&self, path: &str) -> Result<FileAttributes, StatusCode> {
         if let Some(data) = lock(&self.files).get(path) {
-            return Ok(file_attrs(data.len() as u64));
+            let mut attrs = file_attrs(data.len() as u64);
+            if self.shared.hide_sizes.load(Ordering::SeqCst) {
+                attrs.size = None;
+            }
+            return Ok(attrs);
         }
         if self.is_dir(path) {
             return Ok(dir_attrs());
@@ -543,6 +585,9 @@ impl russh_sftp::server::Handler for MemorySftp {
         pflags: OpenFlags,
         _attrs: FileAttributes,
     ) -> Result<Handle, StatusCode> {
+        if filename.starts_with("/forbidden/") {
+            return Err(StatusCode::PermissionDenied);
+        }
         {
             let mut files = lock(&self.files);
             let exists = files.contains_key(&filename);
@@ -579,6 +624,10 @@ impl russh_sftp::server::Handler for MemorySftp {
             return Err(StatusCode::Eof);
         }
         let end = data.len().min(start + len as usize);
+        self.shared
+            .counters
+            .sftp_bytes_sent
+            .fetch_add(end - start, Ordering::SeqCst);
         Ok(Data {
             id,
             data: data[start..end].to_vec(),

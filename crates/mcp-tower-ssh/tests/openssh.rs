@@ -1,6 +1,8 @@
 //! Interop with a real OpenSSH server: exec (ed25519 and RSA keys), parallel execs, the host
-//! key checked, SFTP 1 MB round trip with a checksum computed on the server, and recovery
-//! after sshd is restarted (every connection killed).
+//! key checked, SFTP 1 MB round trip with a checksum computed on the server, recovery
+//! after sshd is restarted (every connection killed), 64 concurrent downloads of a 15 MiB
+//! file (capped or busy, peak RSS bounded), and errors that reach clients without the
+//! address, the user or the known_hosts path.
 //!
 //! Ignored in a plain `cargo test`: `.ci/ssh.sh` starts sshd on 127.0.0.1 and runs them with
 //! `-- --ignored`, pointing at it with these variables:
@@ -189,4 +191,113 @@ async fn openssh_wrong_host_key_is_refused() {
     let ssh = SshPool::new(config().with_known_hosts(&known_hosts)).unwrap();
     let err = ssh.exec("sshd", "true").await.unwrap_err();
     assert!(err.to_string().contains("host key of `sshd`"), "{err}");
+}
+
+/// `VmHWM` (peak resident memory) of this process, in bytes, after resetting it to the
+/// current size with `/proc/self/clear_refs` (`None` where that is not possible).
+fn peak_after(reset: bool) -> Option<u64> {
+    if reset {
+        std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()
+        .map(|kib| kib * 1024)
+}
+
+#[tokio::test]
+#[ignore = "needs a real sshd: run .ci/ssh.sh"]
+async fn openssh_sixty_four_concurrent_downloads_of_15_mib_are_capped_or_busy() {
+    const MIB: u64 = 1 << 20;
+    let path = format!("/tmp/mcp-tower-ssh-big-{}.log", std::process::id());
+    let setup = SshPool::new(config()).unwrap();
+    let made = setup
+        .exec("sshd", &format!("head -c {} /dev/zero > {path}", 15 * MIB))
+        .await
+        .unwrap();
+    assert!(made.success(), "{}", made.stderr_lossy());
+
+    for (cap, limit, queue) in [(8 * MIB, 4, 16), (16 * MIB, 2, 4)] {
+        let ssh = SshPool::new(
+            config()
+                .with_max_file_bytes(cap)
+                .with_download_limit(limit, queue),
+        )
+        .unwrap();
+        let start = peak_after(true);
+        let calls: Vec<_> = (0..64)
+            .map(|_| {
+                let ssh = ssh.clone();
+                let path = path.clone();
+                tokio::spawn(async move { ssh.download("sshd", &path).await.map(|d| d.len()) })
+            })
+            .collect();
+        let (mut read, mut busy, mut too_large) = (0, 0, 0);
+        for call in calls {
+            match call.await.unwrap() {
+                Ok(len) => {
+                    assert_eq!(len as u64, 15 * MIB);
+                    read += 1;
+                }
+                Err(SshError::Busy { .. }) => busy += 1,
+                Err(SshError::TooLarge { size, limit, .. }) => {
+                    assert_eq!((size, limit), (Some(15 * MIB), cap));
+                    too_large += 1;
+                }
+                Err(e) => panic!("neither a read, busy nor too large: {e}"),
+            }
+        }
+        let growth = match (start, peak_after(false)) {
+            (Some(start), Some(peak)) => peak.saturating_sub(start),
+            _ => 0,
+        };
+        eprintln!(
+            "cap {} MiB, {limit} + {queue} queued: {read} read, {busy} busy, {too_large} too large; peak RSS growth {} MiB",
+            cap / MIB,
+            growth / MIB
+        );
+        assert_eq!(read + busy + too_large, 64);
+        assert!(busy >= 1);
+        if cap < 15 * MIB {
+            assert_eq!(read, 0);
+        } else {
+            assert!(read >= 1);
+        }
+        // The downloads allowed at once, a few copies each, and buffers: far from 64 × 15 MiB.
+        assert!(
+            growth < limit as u64 * 3 * cap + 64 * MIB,
+            "peak RSS grew {} MiB",
+            growth / MIB
+        );
+        ssh.shutdown().await;
+    }
+    setup.exec("sshd", &format!("rm -f {path}")).await.unwrap();
+    setup.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a real sshd: run .ci/ssh.sh"]
+async fn openssh_errors_reach_clients_without_address_user_or_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let known_hosts = dir.path().join("known_hosts");
+    std::fs::write(&known_hosts, "").unwrap();
+    let ssh = SshPool::new(config().with_known_hosts(&known_hosts)).unwrap();
+    let err = ssh.exec("sshd", "true").await.unwrap_err();
+    let data = err.to_error_data("ssh_exec");
+    let text = format!("{} {:?}", data.message, data.data);
+    for private in [
+        "127.0.0.1".to_owned(),
+        env("MCP_TOWER_SSH_PORT"),
+        env("MCP_TOWER_SSH_USER"),
+        known_hosts.display().to_string(),
+    ] {
+        assert!(
+            !text.contains(&private),
+            "`{private}` reached the client: {text}"
+        );
+    }
+    assert!(text.contains("host_key_rejected"), "{text}");
 }

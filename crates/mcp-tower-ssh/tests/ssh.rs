@@ -578,7 +578,7 @@ async fn sftp_errors_are_about_the_request_and_leave_the_session_usable() {
         matches!(
             err,
             SshError::TooLarge {
-                size: 11,
+                size: Some(11),
                 limit: 10,
                 ..
             }
@@ -640,6 +640,23 @@ fn config_from_toml_with_defaults_and_validation() {
     let defaults = SshConfig::default();
     assert_eq!(defaults.keepalive_interval, Duration::from_secs(15));
     assert_eq!(defaults.max_output_bytes, 1 << 20);
+    assert_eq!(defaults.max_file_bytes, 8 << 20);
+    assert_eq!(
+        (defaults.max_concurrent_downloads, defaults.download_queue),
+        (4, 16)
+    );
+    assert!(!defaults.allow_sha1_algorithms);
+    assert!(!defaults.allow_insecure_identity_permissions);
+    let knobs: SshConfig = toml::from_str(
+        "max_concurrent_downloads = 2\ndownload_queue = 0\nallow_sha1_algorithms = true\n\
+         allow_insecure_identity_permissions = true\nmax_file_bytes = 1024",
+    )
+    .unwrap();
+    assert_eq!(
+        (knobs.max_concurrent_downloads, knobs.download_queue),
+        (2, 0)
+    );
+    assert!(knobs.allow_sha1_algorithms && knobs.allow_insecure_identity_permissions);
 
     for (bad, field) in [
         ("[hosts.x]\nhost = \"h\"\nuser = \"u\"", "identity_file"),
@@ -649,6 +666,11 @@ fn config_from_toml_with_defaults_and_validation() {
         ),
         ("exec_timeout = \"0s\"", "exec_timeout"),
         ("max_output_bytes = 0", "max_output_bytes"),
+        ("max_file_bytes = 0", "ssh.max_file_bytes"),
+        (
+            "max_concurrent_downloads = 0",
+            "ssh.max_concurrent_downloads",
+        ),
         ("[pool]\nmax = 0", "ssh.pool.max"),
     ] {
         let cfg: SshConfig = toml::from_str(bad).unwrap();
