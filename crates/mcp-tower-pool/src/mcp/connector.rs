@@ -959,7 +959,11 @@ fn spawn_child(upstream: &Upstream) -> Result<(TokioChildProcess, Option<u32>), 
     let config = &upstream.config;
     let command = config.command.clone().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&command);
-    cmd.args(&config.args).envs(&config.env);
+    // A cleared environment: the gateway's secrets (its key, cloud credentials) are not the
+    // child's business. It gets what programs need to run and what it is configured with.
+    cmd.args(&config.args)
+        .env_clear()
+        .envs(config.child_env(std::env::vars_os()));
     if let Some(cwd) = &config.cwd {
         cmd.current_dir(cwd);
     }

@@ -10,7 +10,9 @@ mod relay;
 mod router;
 mod service;
 
-pub use config::{NAMESPACE_SEPARATOR, StderrMode, UpstreamConfig, UpstreamKind};
+pub use config::{
+    DEFAULT_INHERITED_ENV, NAMESPACE_SEPARATOR, StderrMode, UpstreamConfig, UpstreamKind,
+};
 pub use connector::{
     McpConnector, McpSession, UpstreamCallError, UpstreamError, UpstreamNotification,
 };
