@@ -4,6 +4,8 @@
 mod config;
 mod connector;
 mod future;
+#[cfg(test)]
+mod isolation_tests;
 mod listed;
 mod progress;
 mod relay;
@@ -18,5 +20,6 @@ pub use connector::{
 };
 pub use future::PoolFuture;
 pub use listed::{Listed, merge_scope};
+pub use relay::RelayStats;
 pub use router::UpstreamRouter;
 pub use service::{PoolService, PoolServiceError};
