@@ -7,6 +7,7 @@ mod future;
 #[cfg(test)]
 mod isolation_tests;
 mod listed;
+mod outbox;
 mod progress;
 mod relay;
 mod router;
@@ -20,6 +21,7 @@ pub use connector::{
 };
 pub use future::PoolFuture;
 pub use listed::{Listed, merge_scope};
+pub use outbox::PeerOutbox;
 pub use relay::RelayStats;
 pub use router::UpstreamRouter;
 pub use service::{PoolService, PoolServiceError};
