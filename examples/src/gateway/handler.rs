@@ -732,9 +732,10 @@ impl Gateway {
     ///
     /// Each session gets the notifications through its own bounded queue
     /// ([`PeerOutbox`](mcp_tower_pool::PeerOutbox)): a client that does not read its stream
-    /// loses its own (counted) and holds up no one else.
+    /// loses its own (counted: `relay_notifications_dropped`) and holds up no one else.
     pub async fn relay_notifications(self) {
-        let mut notifications = self.service.pool().connector().notifications();
+        let connector = self.service.pool().connector();
+        let mut notifications = connector.notifications();
         let mut outboxes: HashMap<String, PeerOutbox> = HashMap::new();
         loop {
             let event = match notifications.recv().await {
@@ -772,7 +773,7 @@ impl Gateway {
             for (id, peer) in peers {
                 outboxes
                     .entry(id)
-                    .or_insert_with(|| PeerOutbox::spawn(peer, NOTIFICATION_QUEUE))
+                    .or_insert_with(|| connector.outbox(peer, NOTIFICATION_QUEUE))
                     .push(event.notification.clone());
             }
         }

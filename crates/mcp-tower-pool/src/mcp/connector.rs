@@ -51,9 +51,11 @@ use tokio::{
 use super::{
     config::{StderrMode, UpstreamConfig, UpstreamKind},
     listed::Listed,
+    outbox::PeerOutbox,
     progress::{ProgressRoute, ProgressRoutes},
     relay::{
-        Attribution, Downstream, Marked, RelayCounters, RelayStats, Relayed, Relays, RouteMark,
+        Attribution, Downstream, Marked, RelayCounters, RelayReport, RelayStats, Relayed, Relays,
+        RouteMark,
     },
 };
 use crate::Connector;
@@ -916,6 +918,20 @@ impl McpConnector {
     /// (refused, dropped).
     pub fn relay_stats(&self) -> RelayStats {
         self.relay.snapshot()
+    }
+
+    /// A handle on [`relay_stats`](Self::relay_stats) for the metrics layer (`mcp_relay_*`
+    /// figures, `/stats`).
+    pub fn relay_report(&self) -> RelayReport {
+        RelayReport {
+            counters: Arc::clone(&self.relay),
+        }
+    }
+
+    /// A [`PeerOutbox`] for a downstream client session whose dropped notifications are
+    /// counted in [`relay_stats`](Self::relay_stats) (`relay_notifications_dropped`).
+    pub fn outbox(&self, peer: Peer<RoleServer>, capacity: usize) -> PeerOutbox {
+        PeerOutbox::spawn_counted(peer, capacity, Some(Arc::clone(&self.relay)))
     }
 
     async fn open(&self, upstream: &Upstream) -> Result<McpSession, UpstreamError> {

@@ -22,6 +22,6 @@ pub use connector::{
 pub use future::PoolFuture;
 pub use listed::{Listed, merge_scope};
 pub use outbox::PeerOutbox;
-pub use relay::RelayStats;
+pub use relay::{RelayReport, RelayStats};
 pub use router::UpstreamRouter;
 pub use service::{PoolService, PoolServiceError};

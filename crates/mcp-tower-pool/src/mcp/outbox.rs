@@ -10,6 +10,8 @@ use std::sync::{
 use rmcp::{Peer, RoleServer, model::ServerNotification};
 use tokio::sync::mpsc;
 
+use super::relay::RelayCounters;
+
 /// A downstream client's queue of notifications, with the task that sends them.
 ///
 /// Fanning a notification out to many clients by awaiting each send in turn lets one
@@ -40,13 +42,25 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub struct PeerOutbox {
     queue: mpsc::Sender<ServerNotification>,
-    dropped: Arc<AtomicU64>,
+    dropped: AtomicU64,
+    /// The connector's counters, for an outbox made by [`McpConnector::outbox`].
+    ///
+    /// [`McpConnector::outbox`]: super::McpConnector::outbox
+    counters: Option<Arc<RelayCounters>>,
 }
 
 impl PeerOutbox {
     /// An outbox for `peer` holding at most `capacity` (at least 1) notifications not yet
     /// sent; spawns its task on the current Tokio runtime.
     pub fn spawn(peer: Peer<RoleServer>, capacity: usize) -> Self {
+        Self::spawn_counted(peer, capacity, None)
+    }
+
+    pub(crate) fn spawn_counted(
+        peer: Peer<RoleServer>,
+        capacity: usize,
+        counters: Option<Arc<RelayCounters>>,
+    ) -> Self {
         let (queue, mut queued) = mpsc::channel::<ServerNotification>(capacity.max(1));
         tokio::spawn(async move {
             while let Some(notification) = queued.recv().await {
@@ -60,7 +74,8 @@ impl PeerOutbox {
         });
         Self {
             queue,
-            dropped: Arc::default(),
+            dropped: AtomicU64::new(0),
+            counters,
         }
     }
 
@@ -71,6 +86,11 @@ impl PeerOutbox {
             Ok(()) => true,
             Err(error) => {
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(counters) = &self.counters {
+                    counters
+                        .notifications_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 if matches!(error, mpsc::error::TrySendError::Full(_)) {
                     tracing::debug!(dropped, "a client is not reading its notifications");
                 }
@@ -79,7 +99,9 @@ impl PeerOutbox {
         }
     }
 
-    /// How many notifications this outbox dropped.
+    /// How many notifications this outbox dropped (an outbox made by
+    /// [`McpConnector::outbox`](super::McpConnector::outbox) also counts them in the
+    /// connector's [`RelayStats`](super::RelayStats)).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -124,7 +146,10 @@ mod tests {
     async fn a_client_that_never_reads_holds_up_no_one_else() {
         // Never read: its sends never complete once the pipe is full.
         let (stuck, _unread) = session();
-        let stuck = PeerOutbox::spawn(stuck.peer().clone(), CAPACITY);
+        let connector =
+            super::super::McpConnector::new(Vec::<(String, super::super::UpstreamConfig)>::new())
+                .unwrap();
+        let stuck = connector.outbox(stuck.peer().clone(), CAPACITY);
         let mut readers = Vec::new();
         let mut outboxes = Vec::new();
         let mut services = Vec::new();
@@ -158,5 +183,17 @@ mod tests {
             stuck.dropped()
         );
         assert!(!stuck.is_closed(), "still connected, just not reading");
+        assert_eq!(
+            connector.relay_stats().relay_notifications_dropped,
+            stuck.dropped(),
+            "counted in the connector's stats"
+        );
+        let mut figures = Vec::new();
+        mcp_tower_core::LayerReport::figures(&connector.relay_report(), &mut figures);
+        let dropped = figures
+            .iter()
+            .find(|f| f.name == "mcp_relay_notifications_dropped_total")
+            .unwrap();
+        assert_eq!(dropped.value, stuck.dropped() as f64);
     }
 }

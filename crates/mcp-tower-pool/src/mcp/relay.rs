@@ -51,6 +51,8 @@ use rmcp::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use mcp_tower_core::{Figure, LayerReport};
+
 use crate::pool::lock;
 
 /// The `_meta` key naming the JSON-RPC id of the gateway's request a message belongs to.
@@ -77,6 +79,73 @@ pub struct RelayStats {
     /// Log messages dropped because nothing tied them to one of the gateway's requests in
     /// flight.
     pub relay_logs_dropped: u64,
+    /// Notifications about no request (list changes, resource updates) dropped for a
+    /// client session that fell behind, by the [`PeerOutbox`](super::PeerOutbox)es made
+    /// with [`McpConnector::outbox`](super::McpConnector::outbox).
+    pub relay_notifications_dropped: u64,
+}
+
+/// A cloneable handle on an [`McpConnector`](super::McpConnector)'s [`RelayStats`], for the
+/// metrics layer ([`LayerReport`], layer `relay`):
+///
+/// | figure | kind |
+/// |---|---|
+/// | `mcp_relay_requests_relayed_total` | counter |
+/// | `mcp_relay_requests_refused_total` | counter |
+/// | `mcp_relay_logs_relayed_total` | counter |
+/// | `mcp_relay_logs_dropped_total` | counter |
+/// | `mcp_relay_notifications_dropped_total` | counter |
+#[derive(Debug, Clone)]
+pub struct RelayReport {
+    pub(crate) counters: Arc<RelayCounters>,
+}
+
+impl RelayReport {
+    /// The figures now.
+    pub fn stats(&self) -> RelayStats {
+        self.counters.snapshot()
+    }
+}
+
+impl LayerReport for RelayReport {
+    fn layer(&self) -> &'static str {
+        "relay"
+    }
+
+    fn figures(&self, out: &mut Vec<Figure>) {
+        let stats = self.stats();
+        out.extend([
+            Figure::counter(
+                "mcp_relay_requests_relayed_total",
+                "Upstream server-to-client requests relayed to the client of their request",
+                stats.relay_requests_relayed,
+            ),
+            Figure::counter(
+                "mcp_relay_requests_refused_total",
+                "Upstream server-to-client requests refused: not attributable to a request",
+                stats.relay_requests_refused,
+            ),
+            Figure::counter(
+                "mcp_relay_logs_relayed_total",
+                "Upstream log messages relayed to the client of their request",
+                stats.relay_logs_relayed,
+            ),
+            Figure::counter(
+                "mcp_relay_logs_dropped_total",
+                "Upstream log messages dropped: not attributable to a request",
+                stats.relay_logs_dropped,
+            ),
+            Figure::counter(
+                "mcp_relay_notifications_dropped_total",
+                "Upstream notifications dropped for a client session that fell behind",
+                stats.relay_notifications_dropped,
+            ),
+        ]);
+    }
+
+    fn snapshot(&self) -> serde_json::Value {
+        serde_json::to_value(self.stats()).unwrap_or_default()
+    }
 }
 
 /// The counters behind [`RelayStats`], shared by a connector's sessions.
@@ -86,6 +155,7 @@ pub(crate) struct RelayCounters {
     requests_refused: AtomicU64,
     logs_relayed: AtomicU64,
     logs_dropped: AtomicU64,
+    pub(crate) notifications_dropped: AtomicU64,
 }
 
 impl RelayCounters {
@@ -95,6 +165,7 @@ impl RelayCounters {
             relay_requests_refused: self.requests_refused.load(Ordering::Relaxed),
             relay_logs_relayed: self.logs_relayed.load(Ordering::Relaxed),
             relay_logs_dropped: self.logs_dropped.load(Ordering::Relaxed),
+            relay_notifications_dropped: self.notifications_dropped.load(Ordering::Relaxed),
         }
     }
 }
