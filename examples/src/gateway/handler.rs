@@ -726,9 +726,10 @@ impl Gateway {
 
     /// Delivers the upstreams' notifications that belong to no request to the downstream
     /// sessions concerned, until the connector goes away: list changes to every session,
-    /// resource updates to the sessions subscribed to the URI, log messages to the
-    /// sessions that set a log level. (`subscriptions/listen` streams get theirs in
-    /// [`ServerHandler::listen`].) Spawn it once.
+    /// resource updates to the sessions subscribed to the URI. (`subscriptions/listen`
+    /// streams get theirs in [`ServerHandler::listen`]. Upstream log messages are not
+    /// published there: the connector delivers each to the client of its request, or to
+    /// no one.) Spawn it once.
     ///
     /// Each session gets the notifications through its own bounded queue
     /// ([`PeerOutbox`](mcp_tower_pool::PeerOutbox)): a client that does not read its stream
