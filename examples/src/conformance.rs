@@ -250,8 +250,11 @@ impl Conformance {
         if severity(level) < severity(threshold) {
             return;
         }
-        let param =
+        let mut param =
             LoggingMessageNotificationParam::new(level, json!(message)).with_logger("conformance");
+        // Names the request it belongs to, so that a gateway sharing this session between
+        // clients can relay it to the right one (docs/gateway.md).
+        param.meta = serde_json::from_value(json!({ "relatedRequestId": cx.id })).ok();
         if let Err(e) = cx.peer.notify_logging_message(param).await {
             tracing::debug!(error = %e, "log notification not delivered");
         }

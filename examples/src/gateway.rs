@@ -181,6 +181,9 @@ impl GatewayApp {
         // /health (503 while a required upstream is down).
         if let Some(metrics) = &built.handles.metrics {
             metrics.add_report(Arc::new(service.handle()));
+            // What the relays could not attribute (refused, dropped) and what a client
+            // session that fell behind lost: `mcp_relay_*`.
+            metrics.add_report(Arc::new(service.pool().connector().relay_report()));
         }
         let server = built.serve(gateway.clone());
         let relay = tokio::spawn(gateway.clone().relay_notifications()).abort_handle();

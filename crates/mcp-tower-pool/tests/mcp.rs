@@ -585,3 +585,101 @@ async fn shutdown_closes_sessions_and_fails_later_calls() {
     assert_eq!(ErrorKind::of(&err), Some(ErrorKind::UpstreamUnavailable));
     assert!(err.message.contains("shutting down"), "{}", err.message);
 }
+
+/// A stdio MCP server in `sh`: answers `initialize`, and `tools/call` with what it sees of
+/// its environment (the test's secret, the configured variable, `PATH`).
+#[cfg(unix)]
+const ENV_REPORTING_SERVER: &str = r#"
+while IFS= read -r line; do
+  id=$(printf '%s\n' "$line" | sed -n 's/.*"id":\([0-9][0-9]*\),"method".*/\1/p')
+  [ -n "$id" ] || continue
+  case "$line" in
+    *'"method":"initialize"'*)
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"env","version":"0"}}}\n' "$id" ;;
+    *'"method":"tools/call"'*)
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"content":[{"type":"text","text":"secret=%s given=%s path=%s"}]}}\n' \
+        "$id" "${MCP_TOWER_TEST_SECRET-unset}" "${GIVEN-unset}" "${PATH:+set}" ;;
+    *)
+      printf '{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"unknown method"}}\n' "$id" ;;
+  esac
+done
+"#;
+
+/// Set by [`a_stdio_child_sees_only_the_allowlist_and_its_own_env`] for the run of itself
+/// it starts.
+#[cfg(unix)]
+const TEST_SECRET: &str = "MCP_TOWER_TEST_SECRET";
+
+/// Runs this test binary again with a secret in its environment (the test process must not
+/// change its own: `set_var` is unsafe), and that run spawns the child.
+#[cfg(unix)]
+#[test]
+fn a_stdio_child_sees_only_the_allowlist_and_its_own_env() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_child_of_a_process_with_a_secret_does_not_see_it",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(TEST_SECRET, "s3cret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("1 passed"), "{stdout}");
+}
+
+/// Run by [`a_stdio_child_sees_only_the_allowlist_and_its_own_env`], with the secret set.
+#[cfg(unix)]
+#[tokio::test]
+#[ignore = "run by a_stdio_child_sees_only_the_allowlist_and_its_own_env"]
+async fn the_child_of_a_process_with_a_secret_does_not_see_it() {
+    use mcp_tower_pool::{Connector, McpConnector, StderrMode};
+
+    assert_eq!(
+        std::env::var(TEST_SECRET).as_deref(),
+        Ok("s3cret"),
+        "run through a_stdio_child_sees_only_the_allowlist_and_its_own_env"
+    );
+    let config = UpstreamConfig::stdio("sh", ["-c", ENV_REPORTING_SERVER])
+        .with_env("GIVEN", "configured")
+        .with_stderr(StderrMode::Null);
+    let connector = McpConnector::new([("env", config)]).unwrap();
+    let session = tokio::time::timeout(HANG, connector.connect(&"env".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = tokio::time::timeout(
+        HANG,
+        session.call_tool(CallToolRequestParams::new("env"), None),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let CallToolResponse::Complete(result) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(text(&result), "secret=unset given=configured path=set");
+
+    // Inheriting it is a choice the configuration makes.
+    let config = UpstreamConfig::stdio("sh", ["-c", ENV_REPORTING_SERVER])
+        .with_inherited_env(TEST_SECRET)
+        .with_stderr(StderrMode::Null);
+    let connector = McpConnector::new([("env", config)]).unwrap();
+    let inherited = connector.connect(&"env".into()).await.unwrap();
+    let answer = inherited
+        .call_tool(CallToolRequestParams::new("env"), None)
+        .await
+        .unwrap();
+    let CallToolResponse::Complete(result) = answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(text(&result), "secret=s3cret given=unset path=set");
+    session.close().await;
+    inherited.close().await;
+}

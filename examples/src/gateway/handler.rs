@@ -13,7 +13,7 @@ use std::{
 };
 
 use mcp_tower::CallResolver;
-use mcp_tower_pool::{Listed, PoolHandle, PoolService, UpstreamCallError};
+use mcp_tower_pool::{Listed, PeerOutbox, PoolHandle, PoolService, UpstreamCallError};
 use rmcp::{
     ErrorData, Peer, RoleServer, ServerHandler,
     model::{
@@ -32,6 +32,10 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::lists::{self, Audience, Copies, Fetched, Keeping, ListItem, MergedHint, ReadCache};
+
+/// How many upstream notifications a client session may fall behind before the newer ones
+/// are dropped for it (see [`Gateway::relay_notifications`]).
+const NOTIFICATION_QUEUE: usize = 64;
 
 /// What the upstreams offer, as the gateway routes it; rebuilt from the latest listing of
 /// each upstream whenever one is listed.
@@ -722,11 +726,18 @@ impl Gateway {
 
     /// Delivers the upstreams' notifications that belong to no request to the downstream
     /// sessions concerned, until the connector goes away: list changes to every session,
-    /// resource updates to the sessions subscribed to the URI, log messages to the
-    /// sessions that set a log level. (`subscriptions/listen` streams get theirs in
-    /// [`ServerHandler::listen`].) Spawn it once.
+    /// resource updates to the sessions subscribed to the URI. (`subscriptions/listen`
+    /// streams get theirs in [`ServerHandler::listen`]. Upstream log messages are not
+    /// published there: the connector delivers each to the client of its request, or to
+    /// no one.) Spawn it once.
+    ///
+    /// Each session gets the notifications through its own bounded queue
+    /// ([`PeerOutbox`](mcp_tower_pool::PeerOutbox)): a client that does not read its stream
+    /// loses its own (counted: `relay_notifications_dropped`) and holds up no one else.
     pub async fn relay_notifications(self) {
-        let mut notifications = self.service.pool().connector().notifications();
+        let connector = self.service.pool().connector();
+        let mut notifications = connector.notifications();
+        let mut outboxes: HashMap<String, PeerOutbox> = HashMap::new();
         loop {
             let event = match notifications.recv().await {
                 Ok(event) => event,
@@ -744,25 +755,27 @@ impl Gateway {
                 // A held read may be out of date: the next read goes upstream.
                 self.copies.reads.clear();
             }
-            let peers: Vec<Peer<RoleServer>> = {
+            let peers: Vec<(String, Peer<RoleServer>)> = {
                 let mut sessions = lock(&self.sessions);
                 sessions.retain(|_, s| !s.peer.is_transport_closed());
+                outboxes.retain(|id, outbox| sessions.contains_key(id) && !outbox.is_closed());
                 sessions
-                    .values()
-                    .filter(|s| match &event.notification {
+                    .iter()
+                    .filter(|(_, s)| match &event.notification {
                         ServerNotification::ResourceUpdatedNotification(n) => {
                             s.subscriptions.contains(&n.params.uri)
                         }
                         ServerNotification::LoggingMessageNotification(_) => s.logging,
                         _ => true,
                     })
-                    .map(|s| s.peer.clone())
+                    .map(|(id, s)| (id.clone(), s.peer.clone()))
                     .collect()
             };
-            for peer in peers {
-                if let Err(error) = peer.send_notification(event.notification.clone()).await {
-                    tracing::debug!(%error, "could not relay an upstream notification");
-                }
+            for (id, peer) in peers {
+                outboxes
+                    .entry(id)
+                    .or_insert_with(|| connector.outbox(peer, NOTIFICATION_QUEUE))
+                    .push(event.notification.clone());
             }
         }
     }

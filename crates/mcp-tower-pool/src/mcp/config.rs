@@ -23,6 +23,37 @@ pub enum StderrMode {
     Null,
 }
 
+/// The variables of the gateway's environment a stdio child inherits by default (when set):
+/// what programs need to run (`PATH`, `HOME`, locale, time zone, temporary directory, user,
+/// and on Windows the system's own). Nothing else: the gateway's secrets and credentials
+/// stay with the gateway. [`UpstreamConfig::inherit_env`] names more.
+pub const DEFAULT_INHERITED_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "TEMP",
+    "TMP",
+    // Windows: without these, processes (node among them) fail to start or find nothing.
+    "SYSTEMROOT",
+    "SYSTEMDRIVE",
+    "WINDIR",
+    "COMSPEC",
+    "PATHEXT",
+    "USERPROFILE",
+    "APPDATA",
+    "LOCALAPPDATA",
+    "PROGRAMDATA",
+    "PROGRAMFILES",
+];
+
 /// One upstream MCP server: set `command` (stdio child process) **or** `url` (streamable
 /// HTTP).
 ///
@@ -31,6 +62,7 @@ pub enum StderrMode {
 /// command = "npx"
 /// args = ["-y", "@modelcontextprotocol/server-everything"]
 /// env = { LOG_LEVEL = "warn" }
+/// inherit_env = ["NODE_OPTIONS"]  # besides PATH, HOME… (DEFAULT_INHERITED_ENV)
 /// cwd = "/srv/mcp"
 ///
 /// [upstreams.search]               # streamable HTTP
@@ -56,9 +88,15 @@ pub struct UpstreamConfig {
     /// stdio: its arguments.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// stdio: environment variables added to the inherited environment.
+    /// stdio: the child's own environment variables. The child starts from an empty
+    /// environment: these, plus the inherited variables ([`DEFAULT_INHERITED_ENV`] and
+    /// [`inherit_env`](Self::inherit_env)); a variable set here wins over an inherited one.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// stdio: more variables of the gateway's environment the child inherits (when set),
+    /// besides [`DEFAULT_INHERITED_ENV`]. Default none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inherit_env: Vec<String>,
     /// stdio: its working directory.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<PathBuf>,
@@ -86,6 +124,7 @@ impl Default for UpstreamConfig {
             command: None,
             args: Vec::new(),
             env: BTreeMap::new(),
+            inherit_env: Vec::new(),
             cwd: None,
             stderr: StderrMode::default(),
             url: None,
@@ -106,6 +145,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("command", &self.command)
             .field("args", &self.args)
             .field("env", &redacted(&self.env))
+            .field("inherit_env", &self.inherit_env)
             .field("cwd", &self.cwd)
             .field("stderr", &self.stderr)
             .field("url", &self.url)
@@ -151,6 +191,43 @@ impl UpstreamConfig {
     pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.insert(key.into(), value.into());
         self
+    }
+
+    /// Lets the child inherit the gateway's variable `name` (when set), besides
+    /// [`DEFAULT_INHERITED_ENV`] (stdio).
+    pub fn with_inherited_env(mut self, name: impl Into<String>) -> Self {
+        self.inherit_env.push(name.into());
+        self
+    }
+
+    /// The child's environment (stdio): the inherited variables that are set in
+    /// `gateway` (the gateway's environment), then [`env`](Self::env) over them.
+    pub fn child_env(
+        &self,
+        gateway: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> BTreeMap<std::ffi::OsString, std::ffi::OsString> {
+        let inherited = |name: &std::ffi::OsStr| {
+            let Some(name) = name.to_str() else {
+                return false;
+            };
+            let is = |wanted: &str| {
+                // Windows variable names are case-insensitive.
+                if cfg!(windows) {
+                    wanted.eq_ignore_ascii_case(name)
+                } else {
+                    wanted == name
+                }
+            };
+            DEFAULT_INHERITED_ENV.iter().any(|w| is(w)) || self.inherit_env.iter().any(|w| is(w))
+        };
+        let mut vars: BTreeMap<_, _> = gateway
+            .into_iter()
+            .filter(|(name, _)| inherited(name))
+            .collect();
+        for (name, value) in &self.env {
+            vars.insert(name.into(), value.into());
+        }
+        vars
     }
 
     /// Runs the child in `cwd` (stdio).
@@ -212,6 +289,18 @@ impl UpstreamConfig {
                 if !self.headers.is_empty() {
                     return Err(format!("{}: only for `url` upstreams", at("headers")));
                 }
+                for var in self.env.keys().chain(&self.inherit_env) {
+                    if var.is_empty() || var.contains(['=', '\0']) {
+                        return Err(format!(
+                            "{}: `{var}` is not an environment variable name",
+                            at(if self.env.contains_key(var) {
+                                "env"
+                            } else {
+                                "inherit_env"
+                            })
+                        ));
+                    }
+                }
                 UpstreamKind::Stdio
             }
             (None, Some(url)) => {
@@ -248,9 +337,13 @@ impl UpstreamConfig {
                         )
                     })?;
                 }
-                if !self.args.is_empty() || !self.env.is_empty() || self.cwd.is_some() {
+                if !self.args.is_empty()
+                    || !self.env.is_empty()
+                    || !self.inherit_env.is_empty()
+                    || self.cwd.is_some()
+                {
                     return Err(format!(
-                        "upstreams.{name}: `args`, `env` and `cwd` are only for `command` upstreams"
+                        "upstreams.{name}: `args`, `env`, `inherit_env` and `cwd` are only for `command` upstreams"
                     ));
                 }
                 UpstreamKind::Http
@@ -320,6 +413,41 @@ mod tests {
     }
 
     #[test]
+    fn a_child_gets_the_allowlist_and_its_own_env_only() {
+        let config: UpstreamConfig = toml::from_str(
+            r#"
+            command = "node"
+            env = { TOKEN = "mine", HOME = "/srv/child" }
+            inherit_env = ["NODE_OPTIONS"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.validate("a"), Ok(UpstreamKind::Stdio));
+        let gateway = [
+            ("PATH", "/usr/bin"),
+            ("HOME", "/root"),
+            ("NODE_OPTIONS", "--max-old-space-size=64"),
+            ("MCP_TOWER_KEY_SECRET", "s3cret"),
+            ("AWS_SECRET_ACCESS_KEY", "aws"),
+        ]
+        .map(|(k, v)| (k.into(), v.into()));
+        let env = config.child_env(gateway);
+        let env: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(k, v)| (k.to_str().unwrap(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("HOME", "/srv/child"),
+                ("NODE_OPTIONS", "--max-old-space-size=64"),
+                ("PATH", "/usr/bin"),
+                ("TOKEN", "mine"),
+            ]
+        );
+    }
+
+    #[test]
     fn bad_sections_are_rejected_with_the_field() {
         let both = UpstreamConfig {
             url: Some("http://x/mcp".into()),
@@ -375,6 +503,13 @@ mod tests {
                 .validate("a")
                 .unwrap_err()
                 .contains("upstreams.a.command")
+        );
+        assert!(
+            UpstreamConfig::stdio("s", ["x"])
+                .with_inherited_env("A=B")
+                .validate("a")
+                .unwrap_err()
+                .contains("upstreams.a.inherit_env")
         );
         assert!(toml::from_str::<UpstreamConfig>("comand = \"x\"").is_err());
     }

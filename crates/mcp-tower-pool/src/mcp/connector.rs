@@ -24,22 +24,22 @@ use rmcp::{
         CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam,
         ClientCapabilities, ClientConfig, ClientRequest, ClientResult, CreateMessageRequest,
         CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
-        ElicitResult, Implementation, ListPromptsRequest, ListResourceTemplatesRequest,
-        ListResourcesRequest, ListRootsRequest, ListRootsResult, ListToolsRequest,
-        LoggingMessageNotification, LoggingMessageNotificationParam, PaginatedRequestParams,
-        PingRequest, ProgressNotificationParam, ProgressToken, Prompt,
-        PromptListChangedNotification, ProtocolVersion, RequestId, RequestMetaObject, Resource,
-        ResourceListChangedNotification, ResourceTemplate, ResourceUpdatedNotification,
-        ResourceUpdatedNotificationParam, ServerNotification, ServerPeerInfo, ServerRequest,
-        ServerResult, Tool, ToolListChangedNotification,
+        ElicitResult, GetExtensions, Implementation, ListPromptsRequest,
+        ListResourceTemplatesRequest, ListResourcesRequest, ListRootsRequest, ListRootsResult,
+        ListToolsRequest, LoggingMessageNotificationParam, PaginatedRequestParams, PingRequest,
+        ProgressNotificationParam, ProgressToken, Prompt, PromptListChangedNotification,
+        ProtocolVersion, RequestId, RequestMetaObject, Resource, ResourceListChangedNotification,
+        ResourceTemplate, ResourceUpdatedNotification, ResourceUpdatedNotificationParam,
+        ServerNotification, ServerPeerInfo, ServerRequest, ServerResult, Tool,
+        ToolListChangedNotification,
     },
     serve_client,
     service::{
-        ClientCacheConfig, InboundStreamOrigin, NotificationContext, PeerRequestOptions,
-        RequestContext, RunningService, ServiceError,
+        ClientCacheConfig, NotificationContext, PeerRequestOptions, RequestContext, RunningService,
+        ServiceError,
     },
     transport::{
-        StreamableHttpClientTransport, TokioChildProcess,
+        StreamableHttpClientTransport, TokioChildProcess, Transport,
         streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
@@ -51,8 +51,12 @@ use tokio::{
 use super::{
     config::{StderrMode, UpstreamConfig, UpstreamKind},
     listed::Listed,
+    outbox::PeerOutbox,
     progress::{ProgressRoute, ProgressRoutes},
-    relay::{Downstream, Relayed, Relays},
+    relay::{
+        Attribution, Downstream, Marked, RelayCounters, RelayReport, RelayStats, Relayed, Relays,
+        RouteMark,
+    },
 };
 use crate::Connector;
 
@@ -142,7 +146,8 @@ impl UpstreamCallError {
 }
 
 /// A notification an upstream sent that belongs to no request of the gateway's: a list
-/// or resource changed, or a log message that could not be attributed to one request.
+/// or resource changed. (Log messages go to the client of the request they belong to, or
+/// to no one: never published here.)
 /// What to do with it (which downstream sessions to tell) is the gateway's business:
 /// see [`McpConnector::notifications`].
 #[derive(Debug, Clone)]
@@ -203,11 +208,9 @@ impl UpstreamClient {
         request: ServerRequest,
         context: &RequestContext<RoleClient>,
     ) -> Result<ClientResult, ErrorData> {
-        let origin = match context.extensions.get::<InboundStreamOrigin>() {
-            Some(InboundStreamOrigin::OutboundRequest(id)) => Some(id),
-            _ => None,
-        };
-        self.relays.relay(request, origin).await
+        self.relays
+            .relay(request, context.extensions.get::<Attribution>())
+            .await
     }
 }
 
@@ -265,16 +268,11 @@ impl ClientHandler for UpstreamClient {
     async fn on_logging_message(
         &self,
         params: LoggingMessageNotificationParam,
-        _context: NotificationContext<RoleClient>,
+        context: NotificationContext<RoleClient>,
     ) {
-        if let Some(params) = self.relays.log(params).await {
-            self.events.publish(
-                &self.upstream,
-                ServerNotification::LoggingMessageNotification(LoggingMessageNotification::new(
-                    params,
-                )),
-            );
-        }
+        self.relays
+            .log(params, context.extensions.get::<Attribution>())
+            .await;
     }
 
     async fn on_resource_updated(
@@ -331,7 +329,7 @@ pub struct McpSession {
     peer: Peer<RoleClient>,
     running: tokio::sync::Mutex<Option<RunningService<RoleClient, UpstreamClient>>>,
     progress: Arc<ProgressRoutes>,
-    relays: Arc<Relays>,
+    pub(crate) relays: Arc<Relays>,
     /// How the gateway introduced itself (for its own requests on the 2026-07-28
     /// lifecycle).
     info: ClientConfig,
@@ -409,8 +407,11 @@ impl McpSession {
     ///   with the caller's progress token (when it gave one);
     /// - server→client requests the upstream makes while serving it (sampling,
     ///   elicitation, roots) are sent to the caller from the caller's task (associated
-    ///   with its request) and the answers go back upstream; log messages reach the
-    ///   caller when this is the session's only request in flight;
+    ///   with its request) and the answers go back upstream, and log messages reach the
+    ///   caller — when they can be attributed to this request: by the stream they arrived
+    ///   on, or their `_meta` naming it (`relatedRequestId`, or for logs `progressToken`).
+    ///   What cannot be attributed is refused (requests) or dropped (logs), and counted
+    ///   ([`McpConnector::relay_stats`]), even with one request in flight;
     /// - when the caller's cancellation token fires, `notifications/cancelled` is sent
     ///   upstream and the call ends with [`UpstreamCallError::Cancelled`].
     ///
@@ -432,6 +433,22 @@ impl McpSession {
     ) -> Result<ServerResult, UpstreamCallError> {
         let mut options = PeerRequestOptions::no_options();
         options.meta = Some(meta);
+        // The route exists before the request is sent: the session's transport binds the
+        // request's id and progress token to it before writing the request, so nothing the
+        // upstream sends about it can arrive first.
+        let (relay_tx, mut relayed) = mpsc::channel::<Relayed>(4);
+        let mut request = request;
+        let _route = downstream.map(|cx| {
+            let mark = self.relays.open(Downstream {
+                peer: cx.peer.clone(),
+                requests: relay_tx,
+            });
+            request.extensions_mut().insert(mark);
+            Route {
+                relays: &self.relays,
+                mark,
+            }
+        });
         let handle = self
             .peer
             .send_request_with_option(request, options)
@@ -447,16 +464,6 @@ impl McpSession {
         let early = self
             .progress
             .register(handle.progress_token.clone(), route.clone());
-        let (relay_tx, mut relayed) = mpsc::channel::<Relayed>(4);
-        if let Some(cx) = downstream {
-            self.relays.register(
-                handle.id.clone(),
-                Downstream {
-                    peer: cx.peer.clone(),
-                    requests: relay_tx,
-                },
-            );
-        }
         let mut guard = InFlightRequest {
             session: self,
             id: Some(handle.id.clone()),
@@ -722,16 +729,26 @@ struct InFlightRequest<'a> {
 
 impl InFlightRequest<'_> {
     fn disarm(&mut self) {
-        if let Some(id) = self.id.take() {
-            self.session.relays.unregister(&id);
-        }
+        self.id = None;
     }
 
     fn cancel(&mut self, reason: &'static str) {
         if let Some(id) = self.id.take() {
-            self.session.relays.unregister(&id);
             cancel_upstream(self.session, id, reason);
         }
+    }
+}
+
+/// The relay route of an upstream request on behalf of a downstream one: closed when the
+/// request ends, however it ends.
+struct Route<'a> {
+    relays: &'a Relays,
+    mark: RouteMark,
+}
+
+impl Drop for Route<'_> {
+    fn drop(&mut self) {
+        self.relays.close(self.mark);
     }
 }
 
@@ -798,6 +815,7 @@ pub struct McpConnector {
     upstreams: HashMap<Arc<str>, Upstream>,
     info: ClientConfig,
     events: Arc<UpstreamEvents>,
+    relay: Arc<RelayCounters>,
 }
 
 impl fmt::Debug for McpConnector {
@@ -837,6 +855,7 @@ impl McpConnector {
                 list_generations: std::sync::Mutex::default(),
                 notifications: broadcast::channel(NOTIFICATION_CAPACITY).0,
             }),
+            relay: Arc::default(),
         })
     }
 
@@ -886,41 +905,68 @@ impl McpConnector {
             .unwrap_or(0)
     }
 
-    /// The upstreams' notifications that belong to no request in flight: list changes,
-    /// resource updates, log messages that could not be attributed to one request (the
-    /// last 256 are kept for a slow receiver).
+    /// The upstreams' notifications that belong to no request in flight: list changes and
+    /// resource updates (the last 256 are kept for a slow receiver). Log messages never
+    /// come here: they reach the client of the request they belong to, or no one (see
+    /// [`relay_stats`](Self::relay_stats)).
     pub fn notifications(&self) -> broadcast::Receiver<UpstreamNotification> {
         self.events.notifications.subscribe()
     }
 
+    /// How the sessions' relays fared: server→client requests and log messages relayed
+    /// to the client of the request they belong to, and those that could not be attributed
+    /// (refused, dropped).
+    pub fn relay_stats(&self) -> RelayStats {
+        self.relay.snapshot()
+    }
+
+    /// A handle on [`relay_stats`](Self::relay_stats) for the metrics layer (`mcp_relay_*`
+    /// figures, `/stats`).
+    pub fn relay_report(&self) -> RelayReport {
+        RelayReport {
+            counters: Arc::clone(&self.relay),
+        }
+    }
+
+    /// A [`PeerOutbox`] for a downstream client session whose dropped notifications are
+    /// counted in [`relay_stats`](Self::relay_stats) (`relay_notifications_dropped`).
+    pub fn outbox(&self, peer: Peer<RoleServer>, capacity: usize) -> PeerOutbox {
+        PeerOutbox::spawn_counted(peer, capacity, Some(Arc::clone(&self.relay)))
+    }
+
     async fn open(&self, upstream: &Upstream) -> Result<McpSession, UpstreamError> {
+        match upstream.kind {
+            UpstreamKind::Stdio => {
+                let (transport, pid) = spawn_child(upstream)?;
+                self.serve(&upstream.name, transport, pid).await
+            }
+            UpstreamKind::Http => {
+                let transport = StreamableHttpClientTransport::from_config(http_config(upstream)?);
+                self.serve(&upstream.name, transport, None).await
+            }
+        }
+    }
+
+    /// A session of upstream `name` over `transport`: the MCP handshake, then the session.
+    async fn serve<T: Transport<RoleClient> + 'static>(
+        &self,
+        name: &Arc<str>,
+        transport: T,
+        pid: Option<u32>,
+    ) -> Result<McpSession, UpstreamError> {
         let progress = Arc::new(ProgressRoutes::default());
-        let relays = Arc::new(Relays::default());
+        let relays = Arc::new(Relays::new(Arc::clone(&self.relay)));
         let client = UpstreamClient {
-            upstream: Arc::clone(&upstream.name),
+            upstream: Arc::clone(name),
             progress: Arc::clone(&progress),
             relays: Arc::clone(&relays),
             events: Arc::clone(&self.events),
             info: self.info.clone(),
         };
-        let handshake =
-            |e: rmcp::service::ClientInitializeError| UpstreamError::Handshake(e.to_string());
-        let (running, pid) = match upstream.kind {
-            UpstreamKind::Stdio => {
-                let (transport, pid) = spawn_child(upstream)?;
-                (
-                    serve_client(client, transport).await.map_err(handshake)?,
-                    pid,
-                )
-            }
-            UpstreamKind::Http => {
-                let transport = StreamableHttpClientTransport::from_config(http_config(upstream)?);
-                (
-                    serve_client(client, transport).await.map_err(handshake)?,
-                    None,
-                )
-            }
-        };
+        let transport = Marked::new(transport, Arc::clone(&relays));
+        let running = serve_client(client, transport)
+            .await
+            .map_err(|e| UpstreamError::Handshake(e.to_string()))?;
         // The gateway keeps its own copies of the upstream's lists and resources, partitioned
         // by principal (SEP-2549 hints honoured); rmcp's per-connection response cache would
         // share one caller's private answer with every caller of this session.
@@ -928,9 +974,9 @@ impl McpConnector {
             .peer()
             .set_response_cache_config(ClientCacheConfig::disabled())
             .await;
-        self.events.lists_changed(&upstream.name);
+        self.events.lists_changed(name);
         Ok(McpSession {
-            upstream: Arc::clone(&upstream.name),
+            upstream: Arc::clone(name),
             peer: running.peer().clone(),
             running: tokio::sync::Mutex::new(Some(running)),
             progress,
@@ -939,6 +985,16 @@ impl McpConnector {
             modern_lists: AtomicU8::new(MODERN_UNKNOWN),
             pid,
         })
+    }
+
+    /// A session of upstream `name` over an in-memory transport (tests).
+    #[cfg(test)]
+    pub(crate) async fn serve_for_test<T: Transport<RoleClient> + 'static>(
+        &self,
+        name: &str,
+        transport: T,
+    ) -> Result<McpSession, UpstreamError> {
+        self.serve(&Arc::from(name), transport, None).await
     }
 }
 
@@ -959,7 +1015,11 @@ fn spawn_child(upstream: &Upstream) -> Result<(TokioChildProcess, Option<u32>), 
     let config = &upstream.config;
     let command = config.command.clone().unwrap_or_default();
     let mut cmd = tokio::process::Command::new(&command);
-    cmd.args(&config.args).envs(&config.env);
+    // A cleared environment: the gateway's secrets (its key, cloud credentials) are not the
+    // child's business. It gets what programs need to run and what it is configured with.
+    cmd.args(&config.args)
+        .env_clear()
+        .envs(config.child_env(std::env::vars_os()));
     if let Some(cwd) = &config.cwd {
         cmd.current_dir(cwd);
     }
