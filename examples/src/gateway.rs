@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 mod handler;
 mod lists;
 
-pub use handler::{CopyStats, Gateway, union_capabilities};
+pub use handler::{CopyStats, Gateway, RefusedName, union_capabilities};
 
 /// The address the gateway listens on when the configuration names none.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -130,6 +130,34 @@ impl GatewayConfig {
             upstream
                 .validate(name)
                 .map_err(|e| anyhow::anyhow!("invalid gateway configuration: {e}"))?;
+        }
+        self.check_namespaces()?;
+        Ok(())
+    }
+
+    /// Refuses two namespaced upstreams whose names clash statically: `a` and `a_` (the
+    /// names `a___x` of `a_`'s tool `x` and of `a`'s tool `_x` are one name). Clashes an
+    /// unprefixed upstream's list makes are refused when it is listed (see
+    /// [`Gateway::refused_names`]).
+    fn check_namespaces(&self) -> anyhow::Result<()> {
+        use mcp_tower_pool::NAMESPACE_SEPARATOR;
+        let namespaced: Vec<&str> = self
+            .upstreams
+            .iter()
+            .filter(|(_, u)| u.enabled && u.namespace)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        for a in &namespaced {
+            for b in &namespaced {
+                if a != b
+                    && format!("{b}{NAMESPACE_SEPARATOR}")
+                        .starts_with(&format!("{a}{NAMESPACE_SEPARATOR}"))
+                {
+                    anyhow::bail!(
+                        "invalid gateway configuration: upstreams `{a}` and `{b}` are both namespaced, and `{b}{NAMESPACE_SEPARATOR}<tool>` is also `{a}{NAMESPACE_SEPARATOR}_<tool>`: rename one, or set `namespace = false` on one"
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -243,6 +271,18 @@ mod tests {
         let err = GatewayConfig::from_toml_str("[upstreams.a]\ncommand = \"x\"\n[pool]\nmax = 0")
             .unwrap_err();
         assert!(format!("{err:#}").contains("pool.max"), "{err:#}");
+        let err = GatewayConfig::from_toml_str(
+            "[upstreams.beta]\ncommand = \"x\"\n[upstreams.beta_]\ncommand = \"y\"",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("upstreams `beta` and `beta_`"),
+            "{err:#}"
+        );
+        GatewayConfig::from_toml_str(
+            "[upstreams.beta]\ncommand = \"x\"\n[upstreams.beta_]\ncommand = \"y\"\nnamespace = false",
+        )
+        .expect("one of them unprefixed: no static clash");
         let err =
             GatewayConfig::from_toml_str("[upstreams.a]\ncommand = \"x\"\n[stak]\n").unwrap_err();
         assert!(format!("{err:#}").contains("stak"), "{err:#}");

@@ -53,6 +53,8 @@ struct Catalog {
     capabilities: ServerCapabilities,
     /// The upstreams reached, with what they declared.
     reached: Vec<Reached>,
+    /// Names refused because they would shadow a namespaced upstream's, sorted.
+    refused: Vec<RefusedName>,
 }
 
 /// What an upstream declared at its handshake.
@@ -218,17 +220,37 @@ fn unexpected(method: &str) -> ErrorData {
     )
 }
 
+/// A name an unprefixed upstream listed that has the shape of another upstream's
+/// namespaced names: left out of the catalog rather than shadowing it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RefusedName {
+    /// `"tool"` or `"prompt"`.
+    pub kind: &'static str,
+    /// The unprefixed upstream that listed it.
+    pub upstream: Arc<str>,
+    /// The name it listed (`beta__drop_table`).
+    pub name: String,
+    /// The namespaced upstream whose names have that shape (`beta`).
+    pub owner: Arc<str>,
+}
+
+/// What [`expose`] exposes: (upstream, name upstream, item under its exposed name).
+type Exposed<T> = Vec<(Arc<str>, String, T)>;
+
 /// Exposes each upstream's items (tools or prompts) under their gateway names, in upstream
 /// order, with each item's name upstream; a name two upstreams would expose stays with the
-/// first. `rename` sets an item's name and returns the one it had.
+/// first, and a name an unprefixed upstream lists in another upstream's namespace
+/// (`beta__x` while `beta` is namespaced) is refused (returned apart). `rename` sets an
+/// item's name and returns the one it had.
 fn expose<'a, T: Clone + 'a>(
     router: &mcp_tower_pool::UpstreamRouter,
     lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [T])>,
-    kind: &str,
+    kind: &'static str,
     rename: impl Fn(&mut T, String) -> String,
-) -> Vec<(Arc<str>, String, T)> {
+) -> (Exposed<T>, Vec<RefusedName>) {
     let mut seen = HashSet::new();
     let mut exposed = Vec::new();
+    let mut refused = Vec::new();
     for (upstream, items) in lists {
         for item in items {
             let mut item = item.clone();
@@ -236,6 +258,15 @@ fn expose<'a, T: Clone + 'a>(
             let Some(name) = router.exposed_name(upstream, &original) else {
                 continue;
             };
+            if let Some(owner) = router.shadows(upstream, &name) {
+                refused.push(RefusedName {
+                    kind,
+                    upstream: Arc::clone(upstream),
+                    name,
+                    owner,
+                });
+                continue;
+            }
             if !seen.insert(name.clone()) {
                 tracing::warn!(%upstream, kind, name = %name, "another upstream exposes one of that name; it keeps it");
                 continue;
@@ -244,27 +275,24 @@ fn expose<'a, T: Clone + 'a>(
             exposed.push((Arc::clone(upstream), original, item));
         }
     }
-    exposed
+    (exposed, refused)
 }
 
-/// [`expose`] for tools.
+/// [`expose`] for tools, with their name upstream.
 fn expose_tools<'a>(
     router: &mcp_tower_pool::UpstreamRouter,
     lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [Tool])>,
-) -> Vec<(Arc<str>, Tool)> {
+) -> (Exposed<Tool>, Vec<RefusedName>) {
     expose(router, lists, "tool", |tool: &mut Tool, name| {
         std::mem::replace(&mut tool.name, name.into()).into_owned()
     })
-    .into_iter()
-    .map(|(upstream, _, tool)| (upstream, tool))
-    .collect()
 }
 
 /// [`expose`] for prompts, with their name upstream.
 fn expose_prompts<'a>(
     router: &mcp_tower_pool::UpstreamRouter,
     lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [Prompt])>,
-) -> Vec<(Arc<str>, String, Prompt)> {
+) -> (Exposed<Prompt>, Vec<RefusedName>) {
     expose(router, lists, "prompt", |prompt: &mut Prompt, name| {
         std::mem::replace(&mut prompt.name, name)
     })
@@ -533,29 +561,25 @@ impl Gateway {
             .filter_map(|u| latest.get_key_value(u))
             .collect();
         let mut catalog = Catalog::default();
-        let tools = expose_tools(
+        let (tools, mut refused) = expose_tools(
             router,
             listings.iter().map(|(u, l)| (*u, l.tools.as_slice())),
         );
-        let unprefixed: Vec<(String, Arc<str>)> = tools
-            .iter()
-            .filter(|(upstream, _)| router.is_unprefixed(upstream))
-            .map(|(upstream, tool)| (tool.name.to_string(), Arc::clone(upstream)))
-            .collect();
-        router.learn_unprefixed(
-            unprefixed
-                .iter()
-                .map(|(tool, upstream)| (tool.as_str(), upstream.as_ref())),
-        );
-        for (_, tool) in &tools {
+        // Each exposed tool name goes to the upstream that listed it (never re-parsed).
+        router.learn(tools.iter().map(|(upstream, original, tool)| {
+            (tool.name.as_ref(), upstream.as_ref(), original.as_str())
+        }));
+        for (_, _, tool) in &tools {
             catalog
                 .tools_by_name
                 .insert(tool.name.to_string(), tool.clone());
         }
-        let prompts = expose_prompts(
+        let (prompts, refused_prompts) = expose_prompts(
             router,
             listings.iter().map(|(u, l)| (*u, l.prompts.as_slice())),
         );
+        refused.extend(refused_prompts);
+        refused.sort();
         for (upstream, original, prompt) in &prompts {
             catalog.prompt_routes.insert(
                 prompt.name.clone(),
@@ -594,12 +618,30 @@ impl Gateway {
             .template_owners
             .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         catalog.capabilities = union_capabilities(&capabilities);
-        catalog.tools = Arc::new(tools.into_iter().map(|(_, t)| t).collect());
+        catalog.tools = Arc::new(tools.into_iter().map(|(_, _, t)| t).collect());
         catalog.prompts = Arc::new(prompts.into_iter().map(|(_, _, p)| p).collect());
         catalog.resources = Arc::new(resources);
         catalog.templates = Arc::new(templates);
         drop(latest);
-        *lock(&self.catalog) = catalog;
+        let mut current = lock(&self.catalog);
+        for name in refused.iter().filter(|r| !current.refused.contains(r)) {
+            tracing::warn!(
+                upstream = %name.upstream,
+                kind = name.kind,
+                name = %name.name,
+                owner = %name.owner,
+                "refused: upstream `{}` (namespace = false) lists {} `{}`, a name in namespaced upstream `{}`'s namespace; it is left out so that `{}` always reaches `{}`",
+                name.upstream, name.kind, name.name, name.owner, name.name, name.owner,
+            );
+        }
+        catalog.refused = refused;
+        *current = catalog;
+    }
+
+    /// The names left out of the catalog because an unprefixed upstream listed them in a
+    /// namespaced upstream's namespace (each is logged once, at warn level, when refused).
+    pub fn refused_names(&self) -> Vec<RefusedName> {
+        lock(&self.catalog).refused.clone()
     }
 
     /// The current tools (without listing them again).
@@ -855,12 +897,12 @@ impl ServerHandler for Gateway {
             return Err(not_declared("tools/list"));
         }
         let router = self.service.router();
-        let tools = expose_tools(
+        let (tools, _) = expose_tools(
             router,
             merged.lists.iter().map(|(u, l)| (u, l.items.as_slice())),
         );
         Ok(
-            ListToolsResult::with_all_items(tools.into_iter().map(|(_, t)| t).collect())
+            ListToolsResult::with_all_items(tools.into_iter().map(|(_, _, t)| t).collect())
                 .with_ttl_ms(merged.hint.ttl_ms())
                 .with_cache_scope(merged.hint.scope()),
         )
@@ -880,7 +922,7 @@ impl ServerHandler for Gateway {
             return Err(not_declared("prompts/list"));
         }
         let router = self.service.router();
-        let prompts = expose_prompts(
+        let (prompts, _) = expose_prompts(
             router,
             merged.lists.iter().map(|(u, l)| (u, l.items.as_slice())),
         );
