@@ -55,9 +55,12 @@ pub struct UpstreamRouter {
     table: HashMap<String, (Arc<str>, String)>,
     namespaced: bool,
     unprefixed: Vec<Arc<str>>,
-    /// Exposed name → (upstream, where its name upstream starts in the exposed name).
-    learned: Arc<ArcSwap<HashMap<String, (Arc<str>, usize)>>>,
+    learned: Arc<ArcSwap<Learned>>,
 }
+
+/// The catalog's names: exposed name → (upstream, where its name upstream starts in the
+/// exposed name).
+type Learned = HashMap<String, (Arc<str>, usize)>;
 
 impl UpstreamRouter {
     /// Routes `upstream__tool` names to these upstreams.
