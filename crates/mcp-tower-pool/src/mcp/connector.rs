@@ -1014,10 +1014,16 @@ impl Connector for McpConnector {
     type Error = UpstreamError;
 
     async fn connect(&self, key: &Arc<str>) -> Result<McpSession, UpstreamError> {
-        let upstream = self
-            .upstreams
-            .get(key)
-            .ok_or_else(|| UpstreamError::Unknown(Arc::clone(key)))?;
+        // `<upstream>@<principal>`: a per-principal upstream's session for one principal
+        // (`PoolService::session_key`).
+        let upstream = match self.upstreams.get(key) {
+            Some(upstream) => Some(upstream),
+            None => key
+                .split_once(super::service::PRINCIPAL_KEY_SEPARATOR)
+                .and_then(|(name, _)| self.upstreams.get(name))
+                .filter(|u| u.config.identity == super::config::Identity::PerPrincipal),
+        }
+        .ok_or_else(|| UpstreamError::Unknown(Arc::clone(key)))?;
         self.open(upstream).await
     }
 

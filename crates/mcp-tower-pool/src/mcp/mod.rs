@@ -10,11 +10,11 @@ mod relay;
 mod router;
 mod service;
 
-pub use config::{NAMESPACE_SEPARATOR, StderrMode, UpstreamConfig, UpstreamKind};
+pub use config::{Identity, NAMESPACE_SEPARATOR, StderrMode, UpstreamConfig, UpstreamKind};
 pub use connector::{
     McpConnector, McpSession, UpstreamCallError, UpstreamError, UpstreamNotification,
 };
 pub use future::PoolFuture;
 pub use listed::{Listed, merge_scope};
 pub use router::UpstreamRouter;
-pub use service::{PoolService, PoolServiceError};
+pub use service::{PRINCIPAL_KEY_SEPARATOR, PoolService, PoolServiceError};

@@ -9,7 +9,7 @@ use std::{
 };
 
 use mcp_tower_core::{
-    CallToolResponse, ToolCall,
+    CallToolResponse, Principal, ToolCall,
     error::{Cancelled, Layer, UpstreamUnavailable},
 };
 use rmcp::{
@@ -19,7 +19,7 @@ use rmcp::{
 use tower_service::Service;
 
 use super::{
-    config::UpstreamConfig,
+    config::{Identity, UpstreamConfig},
     connector::{McpConnector, UpstreamCallError, UpstreamError},
     future::PoolFuture,
     router::UpstreamRouter,
@@ -30,6 +30,17 @@ use crate::{BuildError, Pool, PoolConfig, PoolHandle, call_many};
 /// upstream request), not to the call.
 const HOP_META_PREFIX: &str = "io.modelcontextprotocol/";
 const PROGRESS_TOKEN: &str = "progressToken";
+
+/// Separates an upstream's name from a principal in the pool key of a per-principal
+/// upstream's sessions (`files@<32 hex digits>`); upstream names never contain it.
+pub const PRINCIPAL_KEY_SEPARATOR: char = '@';
+
+/// Whether `principal` is a caller without a verified identity, which may not use a
+/// per-principal upstream (it would share one session with every other such caller).
+// TODO(merge): `principal == Principal::ANONYMOUS` once the core defines it.
+fn is_anonymous(_principal: Principal) -> bool {
+    false
+}
 
 /// Why a [`PoolService`] could not be built from configuration.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +154,43 @@ impl PoolService {
         Ok(Self::new(builder.build()?, router))
     }
 
+    /// The pool key of `upstream`'s sessions for a caller: `upstream` itself for a shared
+    /// upstream, `upstream@<principal>` for a per-principal one
+    /// ([`Identity::PerPrincipal`]), whose sessions are then that principal's alone.
+    /// `principal` is only called for a per-principal upstream. An anonymous caller of a
+    /// per-principal upstream is refused (invalid request), never given a shared session.
+    pub fn session_key(
+        &self,
+        upstream: &Arc<str>,
+        principal: impl FnOnce() -> Principal,
+    ) -> Result<Arc<str>, ErrorData> {
+        if !self.is_per_principal(upstream) {
+            return Ok(Arc::clone(upstream));
+        }
+        let principal = principal();
+        if is_anonymous(principal) {
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "upstream `{upstream}` keeps per-user state (identity = \"per-principal\"): a caller without a verified identity cannot use it; authenticate first"
+                ),
+                None,
+            ));
+        }
+        Ok(Arc::from(format!(
+            "{upstream}{PRINCIPAL_KEY_SEPARATOR}{:032x}",
+            principal.as_u128()
+        )))
+    }
+
+    /// Whether `upstream` has sessions per principal ([`Identity::PerPrincipal`]).
+    pub fn is_per_principal(&self, upstream: &str) -> bool {
+        self.shared
+            .pool
+            .connector()
+            .upstream(upstream)
+            .is_some_and(|u| u.identity == Identity::PerPrincipal)
+    }
+
     /// The pool of upstream sessions.
     pub fn pool(&self) -> &Pool<McpConnector> {
         &self.shared.pool
@@ -188,10 +236,14 @@ impl Service<ToolCall> for PoolService {
                 None,
             ));
         };
+        let key = match self.session_key(&upstream, || call.principal()) {
+            Ok(key) => key,
+            Err(error) => return PoolFuture::failed(error),
+        };
         let params = upstream_params(&call, tool);
         let shared = Arc::clone(&self.shared);
         PoolFuture::forwarding(Box::pin(async move {
-            forward(&shared.pool, upstream, params, call).await
+            forward(&shared.pool, upstream, key, params, call).await
         }))
     }
 }
@@ -226,6 +278,7 @@ fn upstream_params(call: &ToolCall, tool: &str) -> CallToolRequestParams {
 async fn forward(
     pool: &Pool<McpConnector>,
     upstream: Arc<str>,
+    key: Arc<str>,
     params: CallToolRequestParams,
     call: ToolCall,
 ) -> Result<CallToolResponse, ErrorData> {
@@ -238,10 +291,10 @@ async fn forward(
     };
     let session = match call.cancellation() {
         Some(token) => tokio::select! {
-            session = pool.get(&upstream) => session,
+            session = pool.get(&key) => session,
             () = token.cancelled() => return Err(cancelled()),
         },
-        None => pool.get(&upstream).await,
+        None => pool.get(&key).await,
     }
     .map_err(|e| ErrorData::from(e.to_unavailable(&upstream)))?;
     match session.call_tool(params, call.context()).await {
