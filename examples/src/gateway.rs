@@ -28,9 +28,11 @@ use mcp_tower::{ENV_PREFIX, LayeredServer, McpStack, StackConfig, StackService};
 use mcp_tower_pool::{PoolConfig, PoolService, UpstreamConfig};
 use serde::{Deserialize, Serialize};
 
+mod forwarding;
 mod handler;
 mod lists;
 
+pub use forwarding::{FORWARDED_METHODS, ForwardConfig};
 pub use handler::{CopyStats, Gateway, RefusedName, union_capabilities};
 
 /// The address the gateway listens on when the configuration names none.
@@ -38,6 +40,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// How long a copy of an upstream list is kept at least when the configuration says nothing.
 pub const DEFAULT_MIN_LIST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The prefix of the environment variables that override `[forward]`
+/// (`MCP_GATEWAY_FORWARD_TIMEOUT=10s`).
+pub const FORWARD_ENV_PREFIX: &str = "MCP_GATEWAY_FORWARD_";
 
 /// `gateway.toml`.
 ///
@@ -53,6 +59,10 @@ pub const DEFAULT_MIN_LIST_INTERVAL: Duration = Duration::from_secs(1);
 /// [pool]                      # the upstream session pool (PoolConfig)
 /// idle_timeout = "5m"
 /// health_interval = "60s"
+///
+/// [forward]                   # bounds on what the gateway forwards itself (ForwardConfig)
+/// timeout = "30s"
+/// max_in_flight = 64
 ///
 /// [upstreams.everything]      # one section per upstream (UpstreamConfig)
 /// command = "npx"
@@ -83,6 +93,9 @@ pub struct GatewayConfig {
     /// `1s`.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub min_list_interval: Option<Duration>,
+    /// The bounds on what the gateway forwards itself (every method but `tools/call`):
+    /// per-method timeouts and a concurrency limit with a bounded queue.
+    pub forward: ForwardConfig,
 }
 
 impl GatewayConfig {
@@ -103,6 +116,10 @@ impl GatewayConfig {
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract()
             .context("applying MCP_TOWER_* environment overrides")?;
+        config.forward = Figment::from(Serialized::defaults(&config.forward))
+            .merge(Env::prefixed(FORWARD_ENV_PREFIX))
+            .extract()
+            .with_context(|| format!("applying {FORWARD_ENV_PREFIX}* environment overrides"))?;
         config.validate()?;
         Ok(config)
     }
@@ -132,6 +149,9 @@ impl GatewayConfig {
                 .map_err(|e| anyhow::anyhow!("invalid gateway configuration: {e}"))?;
         }
         self.check_namespaces()?;
+        self.forward
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid gateway configuration: {e}"))?;
         Ok(())
     }
 
@@ -201,7 +221,8 @@ impl GatewayApp {
             .context("starting the upstream pool")?;
         let min_list_interval = config.min_list_interval();
         let built = McpStack::from_config(config.stack)?.service(service.clone());
-        let gateway = Gateway::new(&service, Arc::clone(&built.resolver), min_list_interval);
+        let gateway = Gateway::new(&service, Arc::clone(&built.resolver), min_list_interval)
+            .with_forwarding(config.forward);
         let tools = gateway.refresh_tools().await;
         tracing::info!(tools = tools.len(), "listed the upstreams' tools");
         built.resolver.policies().observe_tools(tools.iter());

@@ -15,36 +15,45 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use mcp_tower::StackConfig;
+use mcp_tower::error::codes;
 use mcp_tower_examples::{
-    gateway::{GatewayApp, GatewayConfig},
+    gateway::{ForwardConfig, GatewayApp, GatewayConfig},
     serve,
 };
-use mcp_tower_pool::{PoolConfig, UpstreamConfig};
+use mcp_tower_pool::{Identity, PoolConfig, UpstreamConfig};
 use rmcp::{
     ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt,
     model::{
-        CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ListToolsResult,
-        PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+        CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest, ContentBlock,
+        GetPromptRequestParams, GetPromptResponse, ListPromptsResult, ListResourcesResult,
+        ListToolsRequest, ListToolsResult, PaginatedRequestParams, Prompt,
+        ReadResourceRequestParams, ReadResourceResponse, Resource, ServerCapabilities,
+        ServerConfig, Tool, ToolAnnotations,
     },
     object,
-    service::{ClientCacheConfig, NotificationContext, RequestContext, RunningService},
+    service::{
+        ClientCacheConfig, NotificationContext, PeerRequestOptions, RequestContext, RunningService,
+        ServiceError,
+    },
     transport::{
         StreamableHttpClientTransport, streamable_http_client::StreamableHttpClientTransportConfig,
     },
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 const HANG: Duration = Duration::from_secs(30);
 
 /// A stub upstream: lists `tools`, answers calls (a call with `"hang": true` never
-/// answers), and counts sessions, lists and calls.
+/// answers), and counts sessions, lists and calls. Its resource `hang://r` and prompt
+/// `hang` never answer (each says when it arrived); its `tools/list` can be held until
+/// released, or fail.
 #[derive(Clone, Default)]
 struct Stub {
     tools: Vec<Tool>,
@@ -53,6 +62,13 @@ struct Stub {
     calls: Arc<AtomicUsize>,
     /// Never notified: what a hung request waits for.
     never: Arc<Notify>,
+    /// Told when a hung request, or a held list, arrives.
+    arrived: Option<mpsc::UnboundedSender<&'static str>>,
+    /// While set, `tools/list` waits for `release`.
+    hold_lists: Arc<AtomicBool>,
+    release: Arc<Notify>,
+    /// While set, `tools/list` fails.
+    fail_lists: Arc<AtomicBool>,
 }
 
 impl Stub {
@@ -66,7 +82,59 @@ impl Stub {
 
 impl ServerHandler for Stub {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_prompts()
+                .build(),
+        )
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(vec![Resource::new(
+            "hang://r", "r",
+        )]))
+    }
+
+    async fn read_resource(
+        &self,
+        _request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        if let Some(arrived) = &self.arrived {
+            arrived.send("resources/read").ok();
+        }
+        self.never.notified().await;
+        Err(ErrorData::internal_error("unreachable", None))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        Ok(ListPromptsResult::with_all_items(vec![Prompt::new(
+            "hang",
+            None::<String>,
+            None,
+        )]))
+    }
+
+    async fn get_prompt(
+        &self,
+        _request: GetPromptRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        if let Some(arrived) = &self.arrived {
+            arrived.send("prompts/get").ok();
+        }
+        self.never.notified().await;
+        Err(ErrorData::internal_error("unreachable", None))
     }
 
     async fn on_initialized(&self, _context: NotificationContext<RoleServer>) {
@@ -79,6 +147,15 @@ impl ServerHandler for Stub {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         self.tool_lists.fetch_add(1, Ordering::SeqCst);
+        if self.hold_lists.load(Ordering::SeqCst) {
+            if let Some(arrived) = &self.arrived {
+                arrived.send("tools/list").ok();
+            }
+            self.release.notified().await;
+        }
+        if self.fail_lists.load(Ordering::SeqCst) {
+            return Err(ErrorData::internal_error("the list is broken", None));
+        }
         Ok(ListToolsResult::with_all_items(self.tools.clone()))
     }
 
@@ -263,6 +340,259 @@ async fn an_unprefixed_name_in_a_namespace_is_refused_and_the_call_reaches_its_o
     assert_eq!(
         call(&client, "plain", serde_json::json!({})).await.unwrap(),
         "plain call #0"
+    );
+    drop(gw);
+    stop.cancel();
+}
+
+fn mcp_error(result: Result<impl std::fmt::Debug, ServiceError>) -> ErrorData {
+    match result {
+        Err(ServiceError::McpError(error)) => error,
+        other => panic!("expected an MCP error, got {other:?}"),
+    }
+}
+
+async fn arrival(arrived: &mut mpsc::UnboundedReceiver<&'static str>) -> &'static str {
+    tokio::time::timeout(HANG, arrived.recv())
+        .await
+        .expect("nothing arrived upstream")
+        .expect("the stub is gone")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_requests_to_a_hung_upstream_time_out_and_beyond_the_limit_are_busy() {
+    let stop = CancellationToken::new();
+    let (tx, mut arrived) = mpsc::unbounded_channel();
+    let stub = Stub {
+        arrived: Some(tx),
+        ..Stub::default()
+    };
+    let url = serve_upstream(stub.clone(), &stop).await;
+    let mut config = config(vec![("hung", UpstreamConfig::http(&url))]);
+    let mut forward = ForwardConfig {
+        timeout: Duration::from_secs(2),
+        max_in_flight: 2,
+        max_queued: 0,
+        ..ForwardConfig::default()
+    };
+    forward
+        .timeouts
+        .insert("resources/read".into(), Duration::from_secs(3).into());
+    config.forward = forward;
+    let gw = start(config).await;
+    let client = Arc::new(client(&gw.url, "alice").await);
+
+    // Two hung requests take the two places…
+    let read = tokio::spawn({
+        let client = Arc::clone(&client);
+        async move {
+            client
+                .read_resource(ReadResourceRequestParams::new("hang://r"))
+                .await
+        }
+    });
+    let prompt = tokio::spawn({
+        let client = Arc::clone(&client);
+        async move {
+            client
+                .get_prompt(GetPromptRequestParams::new("hung__hang"))
+                .await
+        }
+    });
+    let mut seen = [arrival(&mut arrived).await, arrival(&mut arrived).await];
+    seen.sort_unstable();
+    assert_eq!(seen, ["prompts/get", "resources/read"]);
+
+    // …so a third is turned away at once with the busy error, without reaching upstream.
+    let busy = mcp_error(
+        client
+            .get_prompt(GetPromptRequestParams::new("hung__hang"))
+            .await,
+    );
+    assert_eq!(busy.code, codes::BUSY, "{busy:?}");
+
+    // Each hung one ends with the timed-out error of its method's timeout.
+    let prompt = mcp_error(tokio::time::timeout(HANG, prompt).await.unwrap().unwrap());
+    assert_eq!(prompt.code, codes::TIMED_OUT, "{prompt:?}");
+    assert!(
+        prompt.message.contains("prompts/get") && prompt.message.contains("2s"),
+        "{}",
+        prompt.message
+    );
+    let read = mcp_error(tokio::time::timeout(HANG, read).await.unwrap().unwrap());
+    assert_eq!(read.code, codes::TIMED_OUT, "{read:?}");
+    assert!(
+        read.message.contains("resources/read") && read.message.contains("3s"),
+        "{}",
+        read.message
+    );
+    assert!(
+        arrived.try_recv().is_err(),
+        "the busy request never went upstream"
+    );
+    drop(gw);
+    stop.cancel();
+}
+
+/// Sends `tools/list` and returns once the gateway has the request (its answer is
+/// awaited with the handle).
+async fn send_list(client: &Client) -> rmcp::service::RequestHandle<RoleClient> {
+    client
+        .peer()
+        .send_request_with_option(
+            ClientRequest::ListToolsRequest(ListToolsRequest::default()),
+            PeerRequestOptions::no_options(),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lists_make_one_upstream_list_and_a_failing_upstream_is_asked_once_per_interval()
+{
+    let stop = CancellationToken::new();
+    let (tx, mut arrived) = mpsc::unbounded_channel();
+    let stub = Stub {
+        tools: vec![tool("t", ToolAnnotations::new())],
+        arrived: Some(tx),
+        ..Stub::default()
+    };
+    let url = serve_upstream(stub.clone(), &stop).await;
+    let mut config = config(vec![("up", UpstreamConfig::http(&url))]);
+    config.min_list_interval = Some(Duration::from_secs(3600));
+    let gw = start(config).await;
+    assert_eq!(
+        stub.tool_lists.load(Ordering::SeqCst),
+        1,
+        "the gateway's own list"
+    );
+    // Legacy lists (no hints) are private: a caller's list goes upstream on its behalf.
+    let alice = client(&gw.url, "alice").await;
+
+    // Eight concurrent lists while the upstream holds the first: one upstream list.
+    stub.hold_lists.store(true, Ordering::SeqCst);
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        handles.push(send_list(&alice).await);
+    }
+    assert_eq!(arrival(&mut arrived).await, "tools/list");
+    // Any further list would not be held: it would show in the count.
+    stub.hold_lists.store(false, Ordering::SeqCst);
+    stub.release.notify_one();
+    for handle in handles {
+        let listed = tokio::time::timeout(HANG, handle.await_response())
+            .await
+            .unwrap()
+            .unwrap();
+        let rmcp::model::ServerResult::ListToolsResult(listed) = listed else {
+            panic!("not a list: {listed:?}");
+        };
+        assert_eq!(listed.tools.len(), 1);
+    }
+    assert_eq!(
+        stub.tool_lists.load(Ordering::SeqCst),
+        2,
+        "one list for eight callers"
+    );
+
+    // The upstream's list now fails: bob's burst makes one attempt, and nobody asks again
+    // within the interval.
+    stub.fail_lists.store(true, Ordering::SeqCst);
+    stub.hold_lists.store(true, Ordering::SeqCst);
+    let bob = client(&gw.url, "bob").await;
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        handles.push(send_list(&bob).await);
+    }
+    assert_eq!(arrival(&mut arrived).await, "tools/list");
+    // Any further list would not be held: it would show in the count.
+    stub.hold_lists.store(false, Ordering::SeqCst);
+    stub.release.notify_one();
+    for handle in handles {
+        tokio::time::timeout(HANG, handle.await_response())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        stub.tool_lists.load(Ordering::SeqCst),
+        3,
+        "one failed attempt for eight callers"
+    );
+    stub.hold_lists.store(false, Ordering::SeqCst);
+    for _ in 0..5 {
+        let listed = tokio::time::timeout(HANG, bob.list_tools(None))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(listed.tools.is_empty());
+        assert_eq!(listed.ttl_ms, Some(0), "incomplete: immediately stale");
+    }
+    assert_eq!(
+        stub.tool_lists.load(Ordering::SeqCst),
+        3,
+        "a failing upstream is not asked again within min_list_interval"
+    );
+    drop(gw);
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_principal_upstream_gives_each_principal_its_own_session() {
+    let stop = CancellationToken::new();
+    let shared = Stub::with_tools(vec![tool("s", ToolAnnotations::new())]);
+    let mine = Stub::with_tools(vec![tool("m", ToolAnnotations::new())]);
+    let shared_url = serve_upstream(shared.clone(), &stop).await;
+    let mine_url = serve_upstream(mine.clone(), &stop).await;
+    let gw = start(config(vec![
+        ("shared", UpstreamConfig::http(&shared_url)),
+        (
+            "mine",
+            UpstreamConfig::http(&mine_url).with_identity(Identity::PerPrincipal),
+        ),
+    ]))
+    .await;
+    // At start: one session each, the gateway's own.
+    assert_eq!(shared.sessions.load(Ordering::SeqCst), 1);
+    assert_eq!(mine.sessions.load(Ordering::SeqCst), 1);
+
+    let alice = client(&gw.url, "alice").await;
+    let alice_again = client(&gw.url, "alice").await;
+    let bob = client(&gw.url, "bob").await;
+    for (who, client) in [("alice", &alice), ("alice", &alice_again), ("bob", &bob)] {
+        let text = call(client, "mine__m", serde_json::json!({}))
+            .await
+            .unwrap();
+        assert!(text.starts_with("m call #"), "{who}: {text}");
+        call(client, "shared__s", serde_json::json!({}))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        mine.sessions.load(Ordering::SeqCst),
+        3,
+        "the gateway's, alice's (both her clients share it) and bob's"
+    );
+    assert_eq!(
+        shared.sessions.load(Ordering::SeqCst),
+        1,
+        "one session for everyone"
+    );
+    // Forwarded methods ride the caller's session too: alice's read opens nothing new.
+    let _ = tokio::time::timeout(HANG, alice.list_tools(None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(mine.sessions.load(Ordering::SeqCst), 3);
+    let carol = client(&gw.url, "carol").await;
+    let _ = tokio::time::timeout(HANG, carol.list_tools(None))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        mine.sessions.load(Ordering::SeqCst),
+        4,
+        "carol's list opened her session"
     );
     drop(gw);
     stop.cancel();

@@ -31,6 +31,7 @@ use rmcp::{
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+use super::forwarding::{ForwardConfig, Forwarding};
 use super::lists::{self, Audience, Copies, Fetched, Keeping, ListItem, MergedHint, ReadCache};
 
 /// What the upstreams offer, as the gateway routes it; rebuilt from the latest listing of
@@ -129,6 +130,8 @@ pub struct Gateway {
     sessions: Arc<Mutex<HashMap<String, DownstreamSession>>>,
     /// Upstream resource subscriptions held for downstream subscribers, counted.
     upstream_subscriptions: Arc<Mutex<HashMap<HeldSubscription, usize>>>,
+    /// The timeouts and the limit on forwarded requests.
+    forwarding: Arc<Forwarding>,
 }
 
 /// Every copy the gateway keeps of what its upstreams answered.
@@ -298,6 +301,19 @@ fn expose_prompts<'a>(
     })
 }
 
+/// The method of a request the gateway forwards (for its `[forward]` timeout).
+fn method_of(request: &ClientRequest) -> &'static str {
+    match request {
+        ClientRequest::GetPromptRequest(_) => "prompts/get",
+        ClientRequest::ReadResourceRequest(_) => "resources/read",
+        ClientRequest::CompleteRequest(_) => "completion/complete",
+        ClientRequest::SetLevelRequest(_) => "logging/setLevel",
+        ClientRequest::SubscribeRequest(_) => "resources/subscribe",
+        ClientRequest::UnsubscribeRequest(_) => "resources/unsubscribe",
+        _ => "request",
+    }
+}
+
 /// The method-not-found error rmcp's own handlers answer for a capability nobody declares.
 fn not_declared(method: &str) -> ErrorData {
     ErrorData::new(
@@ -316,9 +332,10 @@ trait Listable: Sized {
 /// The two traits of a kind of list: how it is listed upstream ([`ListItem`]) and where the
 /// gateway keeps it ([`Listable`]).
 macro_rules! list_kind {
-    ($item:ty, $kind:literal, $field:ident, $slot:ident, $capability:ident, $fetch:ident) => {
+    ($item:ty, $kind:literal, $method:literal, $field:ident, $slot:ident, $capability:ident, $fetch:ident) => {
         impl ListItem for $item {
             const KIND: &'static str = $kind;
+            const METHOD: &'static str = $method;
             fn declared(capabilities: &ServerCapabilities) -> bool {
                 capabilities.$capability.is_some()
             }
@@ -342,10 +359,19 @@ macro_rules! list_kind {
     };
 }
 
-list_kind!(Tool, "tools", tools, tools, tools, list_all_tools);
+list_kind!(
+    Tool,
+    "tools",
+    "tools/list",
+    tools,
+    tools,
+    tools,
+    list_all_tools
+);
 list_kind!(
     Prompt,
     "prompts",
+    "prompts/list",
     prompts,
     prompts,
     prompts,
@@ -354,6 +380,7 @@ list_kind!(
 list_kind!(
     Resource,
     "resources",
+    "resources/list",
     resources,
     resources,
     resources,
@@ -362,6 +389,7 @@ list_kind!(
 list_kind!(
     ResourceTemplate,
     "resource templates",
+    "resources/templates/list",
     templates,
     templates,
     resources,
@@ -389,7 +417,6 @@ impl Gateway {
         let copies = HeldCopies {
             keeping: Some(Keeping {
                 min_interval: min_list_interval,
-                timeout: service.pool().config().connect_timeout,
             }),
             ..HeldCopies::default()
         };
@@ -401,13 +428,21 @@ impl Gateway {
             copies: Arc::new(copies),
             sessions: Arc::default(),
             upstream_subscriptions: Arc::default(),
+            forwarding: Arc::new(Forwarding::new(ForwardConfig::default())),
         }
+    }
+
+    /// Bounds what the gateway forwards itself (every method but `tools/call`) by
+    /// `config`: per-method timeouts and one concurrency limit with a bounded queue
+    /// (default: [`ForwardConfig::default`]).
+    pub fn with_forwarding(mut self, config: ForwardConfig) -> Self {
+        self.forwarding = Arc::new(Forwarding::new(config));
+        self
     }
 
     fn keeping(&self) -> Keeping {
         self.copies.keeping.unwrap_or(Keeping {
             min_interval: Duration::from_secs(1),
-            timeout: self.service.pool().config().connect_timeout,
         })
     }
 
@@ -450,14 +485,31 @@ impl Gateway {
         who: Audience,
         downstream: Option<&RequestContext<RoleServer>>,
     ) -> Result<Option<lists::Copy<T>>, ()> {
+        // A caller's list of a per-principal upstream rides the caller's own session and is
+        // kept for the caller alone; the gateway's own listing uses the upstream's key.
+        let private = self.service.is_per_principal(upstream);
+        let session = match who {
+            Audience::Principal(principal) => self.service.session_key(upstream, || principal),
+            Audience::Everyone | Audience::Gateway => Ok(Arc::clone(upstream)),
+        };
+        let session = match session {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::debug!(%upstream, kind = T::KIND, %error.message, "not listed for this caller");
+                return Err(());
+            }
+        };
         let fetched = T::copies(&self.copies)
             .get(
                 self.service.pool(),
                 upstream,
+                &session,
+                private,
                 who,
                 downstream,
                 || self.service.pool().connector().list_generation(upstream),
                 self.keeping(),
+                &self.forwarding,
                 |name, info| self.seen(name, info),
             )
             .await;
@@ -727,7 +779,28 @@ impl Gateway {
         request: ClientRequest,
         cx: Option<&RequestContext<RoleServer>>,
     ) -> Result<ServerResult, ErrorData> {
-        let get = self.service.pool().get(upstream);
+        let method = method_of(&request);
+        self.forwarding
+            .run(method, self.forward_unbounded(upstream, request, cx))
+            .await
+    }
+
+    /// [`forward`](Self::forward) without the `[forward]` bounds.
+    async fn forward_unbounded(
+        &self,
+        upstream: &Arc<str>,
+        request: ClientRequest,
+        cx: Option<&RequestContext<RoleServer>>,
+    ) -> Result<ServerResult, ErrorData> {
+        // The caller's own session to a per-principal upstream; the shared one otherwise
+        // (and for the gateway's own requests).
+        let key = match cx {
+            Some(cx) => self
+                .service
+                .session_key(upstream, || self.resolver.partitioner().principal(Some(cx)))?,
+            None => Arc::clone(upstream),
+        };
+        let get = self.service.pool().get(&key);
         let session = match cx {
             Some(cx) => tokio::select! {
                 session = get => session,
@@ -1013,7 +1086,8 @@ impl ServerHandler for Gateway {
         match self.forward(&upstream, request, Some(&context)).await? {
             ServerResult::ReadResourceResult(result) => {
                 if !continuation {
-                    reads.put(&upstream, &uri, principal, &result, asked_at);
+                    let private = self.service.is_per_principal(&upstream);
+                    reads.put(&upstream, &uri, principal, private, &result, asked_at);
                 }
                 Ok(ReadResourceResponse::Complete(result))
             }
