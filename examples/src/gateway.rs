@@ -259,6 +259,31 @@ mod tests {
             GatewayConfig::from_toml_str(include_str!("../gateway.toml")).expect("gateway.toml");
         assert!(config.upstreams.contains_key("everything"));
         assert!(config.upstreams.contains_key("demo"));
+        assert_eq!(
+            config.forward.timeout_of("resources/read"),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            config.forward.timeout_of("prompts/get"),
+            Duration::from_secs(30)
+        );
+        let per_principal = GatewayConfig::from_toml_str(
+            "[upstreams.mailbox]\nurl = \"http://127.0.0.1:1/mcp\"\nidentity = \"per-principal\"",
+        )
+        .unwrap();
+        assert_eq!(
+            per_principal.upstreams["mailbox"].identity,
+            mcp_tower_pool::Identity::PerPrincipal
+        );
+        let err =
+            GatewayConfig::from_toml_str("[upstreams.a]\ncommand = \"x\"\nidentity = \"per-user\"")
+                .unwrap_err();
+        assert!(format!("{err:#}").contains("per-principal"), "{err:#}");
+        let err = GatewayConfig::from_toml_str(
+            "[upstreams.a]\ncommand = \"x\"\n[forward.timeouts]\n\"tools/call\" = \"1s\"",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("forward.timeouts"), "{err:#}");
     }
 
     #[test]
