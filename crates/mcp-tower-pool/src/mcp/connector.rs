@@ -149,6 +149,10 @@ impl UpstreamCallError {
 pub struct UpstreamNotification {
     /// The upstream's name.
     pub upstream: Arc<str>,
+    /// The pool key of the session that received it: the upstream's name, or
+    /// `<upstream>@<principal>` for a per-principal upstream's session of one principal
+    /// (`PoolService::session_key`), whose notifications are that principal's alone.
+    pub session: Arc<str>,
     /// The notification, as the upstream sent it.
     pub notification: ServerNotification,
 }
@@ -177,10 +181,11 @@ impl UpstreamEvents {
         self.lists_changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn publish(&self, upstream: &Arc<str>, notification: ServerNotification) {
+    fn publish(&self, upstream: &Arc<str>, session: &Arc<str>, notification: ServerNotification) {
         // No receiver (no gateway listening) is not an error.
         let _ = self.notifications.send(UpstreamNotification {
             upstream: Arc::clone(upstream),
+            session: Arc::clone(session),
             notification,
         });
     }
@@ -191,6 +196,8 @@ impl UpstreamEvents {
 #[derive(Debug, Clone)]
 struct UpstreamClient {
     upstream: Arc<str>,
+    /// The session's pool key (see [`UpstreamNotification::session`]).
+    session: Arc<str>,
     progress: Arc<ProgressRoutes>,
     relays: Arc<Relays>,
     events: Arc<UpstreamEvents>,
@@ -270,6 +277,7 @@ impl ClientHandler for UpstreamClient {
         if let Some(params) = self.relays.log(params).await {
             self.events.publish(
                 &self.upstream,
+                &self.session,
                 ServerNotification::LoggingMessageNotification(LoggingMessageNotification::new(
                     params,
                 )),
@@ -284,6 +292,7 @@ impl ClientHandler for UpstreamClient {
     ) {
         self.events.publish(
             &self.upstream,
+            &self.session,
             ServerNotification::ResourceUpdatedNotification(ResourceUpdatedNotification::new(
                 params,
             )),
@@ -294,6 +303,7 @@ impl ClientHandler for UpstreamClient {
         self.events.lists_changed(&self.upstream);
         self.events.publish(
             &self.upstream,
+            &self.session,
             ServerNotification::ResourceListChangedNotification(
                 ResourceListChangedNotification::default(),
             ),
@@ -305,6 +315,7 @@ impl ClientHandler for UpstreamClient {
         self.events.lists_changed(&self.upstream);
         self.events.publish(
             &self.upstream,
+            &self.session,
             ServerNotification::ToolListChangedNotification(ToolListChangedNotification::default()),
         );
     }
@@ -313,6 +324,7 @@ impl ClientHandler for UpstreamClient {
         self.events.lists_changed(&self.upstream);
         self.events.publish(
             &self.upstream,
+            &self.session,
             ServerNotification::PromptListChangedNotification(
                 PromptListChangedNotification::default(),
             ),
@@ -893,11 +905,16 @@ impl McpConnector {
         self.events.notifications.subscribe()
     }
 
-    async fn open(&self, upstream: &Upstream) -> Result<McpSession, UpstreamError> {
+    async fn open(
+        &self,
+        upstream: &Upstream,
+        session: &Arc<str>,
+    ) -> Result<McpSession, UpstreamError> {
         let progress = Arc::new(ProgressRoutes::default());
         let relays = Arc::new(Relays::default());
         let client = UpstreamClient {
             upstream: Arc::clone(&upstream.name),
+            session: Arc::clone(session),
             progress: Arc::clone(&progress),
             relays: Arc::clone(&relays),
             events: Arc::clone(&self.events),
@@ -1024,7 +1041,7 @@ impl Connector for McpConnector {
                 .filter(|u| u.config.identity == super::config::Identity::PerPrincipal),
         }
         .ok_or_else(|| UpstreamError::Unknown(Arc::clone(key)))?;
-        self.open(upstream).await
+        self.open(upstream, key).await
     }
 
     fn is_closed(&self, session: &McpSession) -> bool {
