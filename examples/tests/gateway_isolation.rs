@@ -10,7 +10,8 @@
 //!
 //! Upstreams are small rmcp servers in this process (streamable HTTP on 127.0.0.1) that
 //! count what they are asked; events are ordered with channels and `Notify`, never sleeps.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// `resources/subscribe` is legacy-only (SEP-2577) but what 2025 clients of the gateway use.
+#![allow(clippy::unwrap_used, clippy::expect_used, deprecated)]
 
 use std::{
     sync::{
@@ -28,13 +29,14 @@ use mcp_tower_examples::{
 };
 use mcp_tower_pool::{Identity, PoolConfig, UpstreamConfig};
 use rmcp::{
-    ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt,
+    ClientHandler, ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceExt,
     model::{
         CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest, ContentBlock,
         GetPromptRequestParams, GetPromptResponse, ListPromptsResult, ListResourcesResult,
         ListToolsRequest, ListToolsResult, PaginatedRequestParams, Prompt,
-        ReadResourceRequestParams, ReadResourceResponse, Resource, ServerCapabilities,
-        ServerConfig, Tool, ToolAnnotations,
+        ReadResourceRequestParams, ReadResourceResponse, Resource,
+        ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, ServerNotification,
+        SubscribeRequestParams, Tool, ToolAnnotations,
     },
     object,
     service::{
@@ -69,6 +71,8 @@ struct Stub {
     release: Arc<Notify>,
     /// While set, `tools/list` fails.
     fail_lists: Arc<AtomicBool>,
+    /// The sessions that subscribed to a resource, in order.
+    subscribers: Arc<std::sync::Mutex<Vec<Peer<RoleServer>>>>,
 }
 
 impl Stub {
@@ -86,6 +90,7 @@ impl ServerHandler for Stub {
             ServerCapabilities::builder()
                 .enable_tools()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .enable_prompts()
                 .build(),
         )
@@ -96,9 +101,19 @@ impl ServerHandler for Stub {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(ListResourcesResult::with_all_items(vec![Resource::new(
-            "hang://r", "r",
-        )]))
+        Ok(ListResourcesResult::with_all_items(vec![
+            Resource::new("hang://r", "r"),
+            Resource::new("hang://s", "s"),
+        ]))
+    }
+
+    async fn subscribe(
+        &self,
+        _request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.subscribers.lock().unwrap().push(context.peer);
+        Ok(())
     }
 
     async fn read_resource(
@@ -594,6 +609,98 @@ async fn a_per_principal_upstream_gives_each_principal_its_own_session() {
         4,
         "carol's list opened her session"
     );
+    drop(gw);
+    stop.cancel();
+}
+
+/// A client that records the resource updates it hears.
+struct Hearing(mpsc::UnboundedSender<String>);
+
+impl ClientHandler for Hearing {
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.0.send(params.uri).ok();
+    }
+}
+
+async fn hearing_client(
+    url: &str,
+    token: &str,
+) -> (
+    RunningService<RoleClient, Hearing>,
+    mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let config = StreamableHttpClientTransportConfig::with_uri(url.to_owned()).auth_header(token);
+    let client = Hearing(tx)
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .unwrap();
+    (client, rx)
+}
+
+async fn heard(rx: &mut mpsc::UnboundedReceiver<String>) -> String {
+    tokio::time::timeout(HANG, rx.recv())
+        .await
+        .expect("heard nothing")
+        .expect("the client is gone")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_principal_session_s_resource_updates_reach_only_its_principal() {
+    let stop = CancellationToken::new();
+    let stub = Stub::default();
+    let url = serve_upstream(stub.clone(), &stop).await;
+    let gw = start(config(vec![(
+        "mine",
+        UpstreamConfig::http(&url).with_identity(Identity::PerPrincipal),
+    )]))
+    .await;
+    let (alice, mut alice_heard) = hearing_client(&gw.url, "alice").await;
+    let (bob, mut bob_heard) = hearing_client(&gw.url, "bob").await;
+    // Each subscribes to both resources, on its own upstream session.
+    for client in [&alice, &bob] {
+        for uri in ["hang://r", "hang://s"] {
+            tokio::time::timeout(HANG, client.subscribe(SubscribeRequestParams::new(uri)))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    let subscribers = stub.subscribers.lock().unwrap().clone();
+    assert_eq!(
+        subscribers.len(),
+        4,
+        "two subscriptions on each principal's session"
+    );
+    let (alice_session, bob_session) = (&subscribers[0], &subscribers[2]);
+    // alice's session says `hang://r` changed, then bob's says `hang://s` did: the gateway
+    // relays them in that order, so bob hearing `hang://r` first would be alice's.
+    let updated = |uri: &str| {
+        ServerNotification::ResourceUpdatedNotification(
+            rmcp::model::ResourceUpdatedNotification::new(ResourceUpdatedNotificationParam::new(
+                uri,
+            )),
+        )
+    };
+    alice_session
+        .send_notification(updated("hang://r"))
+        .await
+        .unwrap();
+    assert_eq!(heard(&mut alice_heard).await, "hang://r");
+    bob_session
+        .send_notification(updated("hang://s"))
+        .await
+        .unwrap();
+    assert_eq!(
+        heard(&mut bob_heard).await,
+        "hang://s",
+        "never alice's update"
+    );
+    assert!(alice_heard.try_recv().is_err(), "never bob's update");
     drop(gw);
     stop.cancel();
 }

@@ -12,8 +12,8 @@ use std::{
     time::Duration,
 };
 
-use mcp_tower::CallResolver;
-use mcp_tower_pool::{Listed, PoolHandle, PoolService, UpstreamCallError};
+use mcp_tower::{CallResolver, Principal};
+use mcp_tower_pool::{Listed, PoolHandle, PoolService, UpstreamCallError, UpstreamNotification};
 use rmcp::{
     ErrorData, Peer, RoleServer, ServerHandler,
     model::{
@@ -82,7 +82,8 @@ struct Listing {
     templates: Vec<ResourceTemplate>,
 }
 
-/// An upstream resource subscription the gateway holds: (upstream, URI).
+/// An upstream resource subscription the gateway holds: (session key — the upstream's, or a
+/// principal's own for a per-principal upstream — and URI).
 type HeldSubscription = (Arc<str>, String);
 
 /// A downstream session (streamable HTTP `Mcp-Session-Id`) that notifications not tied to a
@@ -95,6 +96,10 @@ struct DownstreamSession {
     /// Whether it sent `logging/setLevel` (it then hears log messages that belong to no
     /// single request).
     logging: bool,
+    /// Its caller's principal, once a request told it (`logging/setLevel`,
+    /// `resources/subscribe`): what a per-principal upstream's session says is for it
+    /// alone.
+    principal: Option<Principal>,
 }
 
 /// The aggregating handler: presents the upstreams' tools, prompts and resources as one
@@ -726,6 +731,7 @@ impl Gateway {
             peer: peer.clone(),
             subscriptions: BTreeSet::new(),
             logging: false,
+            principal: None,
         });
         Some(f(session))
     }
@@ -871,6 +877,7 @@ impl Gateway {
                         ServerNotification::LoggingMessageNotification(_) => s.logging,
                         _ => true,
                     })
+                    .filter(|s| self.may_hear(&event, s.principal))
                     .map(|s| s.peer.clone())
                     .collect()
             };
@@ -882,15 +889,56 @@ impl Gateway {
         }
     }
 
+    /// The principal of a request, as the stack's partitioner derives it.
+    fn principal_of(&self, cx: &RequestContext<RoleServer>) -> Principal {
+        self.resolver.partitioner().principal(Some(cx))
+    }
+
+    /// The pool key of the session a request for `upstream` rides (see
+    /// [`PoolService::session_key`]): a subscription is held per session.
+    fn subscription_session(
+        &self,
+        upstream: &Arc<str>,
+        cx: Option<&RequestContext<RoleServer>>,
+    ) -> Result<Arc<str>, ErrorData> {
+        match cx {
+            Some(cx) => self.service.session_key(upstream, || self.principal_of(cx)),
+            None => Ok(Arc::clone(upstream)),
+        }
+    }
+
+    /// Whether a downstream caller of `principal` may hear `event`: anything from a shared
+    /// session; from a per-principal upstream's session of one principal, only list
+    /// changes (which say nothing about anyone's state) unless the caller is that
+    /// principal.
+    fn may_hear(&self, event: &UpstreamNotification, principal: Option<Principal>) -> bool {
+        if event.session == event.upstream {
+            return true;
+        }
+        let content_free = matches!(
+            event.notification,
+            ServerNotification::ToolListChangedNotification(_)
+                | ServerNotification::PromptListChangedNotification(_)
+                | ServerNotification::ResourceListChangedNotification(_)
+        );
+        content_free
+            || principal.is_some_and(|p| {
+                self.service
+                    .session_key(&event.upstream, || p)
+                    .is_ok_and(|key| key == event.session)
+            })
+    }
+
     /// Subscribes upstream to `uri` unless a downstream subscriber already made the
-    /// gateway subscribe.
+    /// gateway subscribe (on the same session: the caller's own for a per-principal
+    /// upstream).
     async fn hold_subscription(
         &self,
         upstream: &Arc<str>,
         uri: &str,
         cx: Option<&RequestContext<RoleServer>>,
     ) -> Result<(), ErrorData> {
-        let key = (Arc::clone(upstream), uri.to_owned());
+        let key = (self.subscription_session(upstream, cx)?, uri.to_owned());
         let first = {
             let mut held = lock(&self.upstream_subscriptions);
             let count = held.entry(key.clone()).or_insert(0);
@@ -1150,7 +1198,11 @@ impl ServerHandler for Gateway {
         match first_error {
             Some(error) if !any => Err(error),
             _ => {
-                self.session(&context.extensions, &context.peer, |s| s.logging = true);
+                let principal = self.principal_of(&context);
+                self.session(&context.extensions, &context.peer, |s| {
+                    s.logging = true;
+                    s.principal = Some(principal);
+                });
                 Ok(())
             }
         }
@@ -1162,8 +1214,10 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let upstream = self.resource_owner(&request.uri)?;
+        let principal = self.principal_of(&context);
         let already = self
             .session(&context.extensions, &context.peer, |s| {
+                s.principal = Some(principal);
                 !s.subscriptions.insert(request.uri.clone())
             })
             .unwrap_or(false);
@@ -1192,7 +1246,10 @@ impl ServerHandler for Gateway {
                 s.subscriptions.remove(&request.uri)
             })
             .unwrap_or(false);
-        let key = (Arc::clone(&upstream), request.uri.clone());
+        let key = (
+            self.subscription_session(&upstream, Some(&context))?,
+            request.uri.clone(),
+        );
         let tell_upstream = if was {
             // The last subscriber gone: the gateway's upstream subscription goes too.
             self.release_count(&key)
@@ -1257,12 +1314,14 @@ impl ServerHandler for Gateway {
                 }
             }
         }
+        let principal = self.principal_of(subscription.request_context());
         let result = loop {
             let event = tokio::select! {
                 () = subscription.cancelled() => break Ok(()),
                 event = notifications.recv() => event,
             };
             let notification = match event {
+                Ok(event) if !self.may_hear(&event, Some(principal)) => continue,
                 Ok(event) => event.notification,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => break Ok(()),
@@ -1283,7 +1342,7 @@ impl ServerHandler for Gateway {
             }
         };
         for (upstream, uri) in held {
-            let key = (Arc::clone(&upstream), uri.clone());
+            let key = (Arc::clone(&upstream), uri.clone()); // the gateway's own session
             if self.release_count(&key) {
                 let request = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(
                     UnsubscribeRequestParams::new(uri),
