@@ -287,6 +287,31 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn forward_environment_variables_override_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "gateway.toml",
+                "[upstreams.a]\ncommand = \"x\"\n[forward]\ntimeout = \"20s\"\nmax_queued = 8",
+            )?;
+            jail.set_env("MCP_GATEWAY_FORWARD_TIMEOUT", "10s");
+            jail.set_env("MCP_GATEWAY_FORWARD_MAX_IN_FLIGHT", "3");
+            let config =
+                GatewayConfig::load(Path::new("gateway.toml")).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(config.forward.timeout, Duration::from_secs(10));
+            assert_eq!(config.forward.max_in_flight, 3);
+            assert_eq!(config.forward.max_queued, 8, "the file's, not overridden");
+            jail.set_env("MCP_GATEWAY_FORWARD_MAX_IN_FLIGHT", "0");
+            let err = GatewayConfig::load(Path::new("gateway.toml")).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("forward.max_in_flight"),
+                "{err:#}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
     #[allow(deprecated)] // logging: deprecated by SEP-2577, still a capability to forward
     fn capabilities_are_the_union_of_the_upstreams() {
         use rmcp::model::ServerCapabilities;
