@@ -320,3 +320,38 @@ fn unavailable(upstream: &str, error: UpstreamCallError) -> ErrorData {
     }
     .into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn per_principal_upstreams_have_a_session_key_per_principal() {
+        let mut upstreams = BTreeMap::new();
+        upstreams.insert(
+            "shared".to_owned(),
+            UpstreamConfig::http("http://127.0.0.1:1/mcp"),
+        );
+        upstreams.insert(
+            "mine".to_owned(),
+            UpstreamConfig::http("http://127.0.0.1:1/mcp").with_identity(Identity::PerPrincipal),
+        );
+        let service = PoolService::from_config(&upstreams, PoolConfig::default()).unwrap();
+        let (shared, mine): (Arc<str>, Arc<str>) = ("shared".into(), "mine".into());
+        let alice = Principal::from_u128(0xa11ce);
+        let key = service
+            .session_key(&shared, || panic!("not asked for a shared upstream"))
+            .unwrap();
+        assert_eq!(key, shared);
+        let key = service.session_key(&mine, || alice).unwrap();
+        assert_eq!(key.as_ref(), "mine@000000000000000000000000000a11ce");
+        assert_ne!(
+            service
+                .session_key(&mine, || Principal::from_u128(0xb0b))
+                .unwrap(),
+            key
+        );
+        assert!(service.is_per_principal("mine") && !service.is_per_principal("shared"));
+        service.pool().shutdown().await;
+    }
+}
