@@ -28,16 +28,22 @@ use mcp_tower::{ENV_PREFIX, LayeredServer, McpStack, StackConfig, StackService};
 use mcp_tower_pool::{PoolConfig, PoolService, UpstreamConfig};
 use serde::{Deserialize, Serialize};
 
+mod forwarding;
 mod handler;
 mod lists;
 
-pub use handler::{CopyStats, Gateway, union_capabilities};
+pub use forwarding::{FORWARDED_METHODS, ForwardConfig};
+pub use handler::{CopyStats, Gateway, RefusedName, union_capabilities};
 
 /// The address the gateway listens on when the configuration names none.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// How long a copy of an upstream list is kept at least when the configuration says nothing.
 pub const DEFAULT_MIN_LIST_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The prefix of the environment variables that override `[forward]`
+/// (`MCP_GATEWAY_FORWARD_TIMEOUT=10s`).
+pub const FORWARD_ENV_PREFIX: &str = "MCP_GATEWAY_FORWARD_";
 
 /// `gateway.toml`.
 ///
@@ -53,6 +59,10 @@ pub const DEFAULT_MIN_LIST_INTERVAL: Duration = Duration::from_secs(1);
 /// [pool]                      # the upstream session pool (PoolConfig)
 /// idle_timeout = "5m"
 /// health_interval = "60s"
+///
+/// [forward]                   # bounds on what the gateway forwards itself (ForwardConfig)
+/// timeout = "30s"
+/// max_in_flight = 64
 ///
 /// [upstreams.everything]      # one section per upstream (UpstreamConfig)
 /// command = "npx"
@@ -83,6 +93,9 @@ pub struct GatewayConfig {
     /// `1s`.
     #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
     pub min_list_interval: Option<Duration>,
+    /// The bounds on what the gateway forwards itself (every method but `tools/call`):
+    /// per-method timeouts and a concurrency limit with a bounded queue.
+    pub forward: ForwardConfig,
 }
 
 impl GatewayConfig {
@@ -103,6 +116,10 @@ impl GatewayConfig {
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract()
             .context("applying MCP_TOWER_* environment overrides")?;
+        config.forward = Figment::from(Serialized::defaults(&config.forward))
+            .merge(Env::prefixed(FORWARD_ENV_PREFIX))
+            .extract()
+            .with_context(|| format!("applying {FORWARD_ENV_PREFIX}* environment overrides"))?;
         config.validate()?;
         Ok(config)
     }
@@ -130,6 +147,37 @@ impl GatewayConfig {
             upstream
                 .validate(name)
                 .map_err(|e| anyhow::anyhow!("invalid gateway configuration: {e}"))?;
+        }
+        self.check_namespaces()?;
+        self.forward
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid gateway configuration: {e}"))?;
+        Ok(())
+    }
+
+    /// Refuses two namespaced upstreams whose names clash statically: `a` and `a_` (the
+    /// names `a___x` of `a_`'s tool `x` and of `a`'s tool `_x` are one name). Clashes an
+    /// unprefixed upstream's list makes are refused when it is listed (see
+    /// [`Gateway::refused_names`]).
+    fn check_namespaces(&self) -> anyhow::Result<()> {
+        use mcp_tower_pool::NAMESPACE_SEPARATOR;
+        let namespaced: Vec<&str> = self
+            .upstreams
+            .iter()
+            .filter(|(_, u)| u.enabled && u.namespace)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        for a in &namespaced {
+            for b in &namespaced {
+                if a != b
+                    && format!("{b}{NAMESPACE_SEPARATOR}")
+                        .starts_with(&format!("{a}{NAMESPACE_SEPARATOR}"))
+                {
+                    anyhow::bail!(
+                        "invalid gateway configuration: upstreams `{a}` and `{b}` are both namespaced, and `{b}{NAMESPACE_SEPARATOR}<tool>` is also `{a}{NAMESPACE_SEPARATOR}_<tool>`: rename one, or set `namespace = false` on one"
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -173,7 +221,8 @@ impl GatewayApp {
             .context("starting the upstream pool")?;
         let min_list_interval = config.min_list_interval();
         let built = McpStack::from_config(config.stack)?.service(service.clone());
-        let gateway = Gateway::new(&service, Arc::clone(&built.resolver), min_list_interval);
+        let gateway = Gateway::new(&service, Arc::clone(&built.resolver), min_list_interval)
+            .with_forwarding(config.forward);
         let tools = gateway.refresh_tools().await;
         tracing::info!(tools = tools.len(), "listed the upstreams' tools");
         built.resolver.policies().observe_tools(tools.iter());
@@ -213,6 +262,56 @@ mod tests {
             GatewayConfig::from_toml_str(include_str!("../gateway.toml")).expect("gateway.toml");
         assert!(config.upstreams.contains_key("everything"));
         assert!(config.upstreams.contains_key("demo"));
+        assert_eq!(
+            config.forward.timeout_of("resources/read"),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            config.forward.timeout_of("prompts/get"),
+            Duration::from_secs(30)
+        );
+        let per_principal = GatewayConfig::from_toml_str(
+            "[upstreams.mailbox]\nurl = \"http://127.0.0.1:1/mcp\"\nidentity = \"per-principal\"",
+        )
+        .unwrap();
+        assert_eq!(
+            per_principal.upstreams["mailbox"].identity,
+            mcp_tower_pool::Identity::PerPrincipal
+        );
+        let err =
+            GatewayConfig::from_toml_str("[upstreams.a]\ncommand = \"x\"\nidentity = \"per-user\"")
+                .unwrap_err();
+        assert!(format!("{err:#}").contains("per-principal"), "{err:#}");
+        let err = GatewayConfig::from_toml_str(
+            "[upstreams.a]\ncommand = \"x\"\n[forward.timeouts]\n\"tools/call\" = \"1s\"",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("forward.timeouts"), "{err:#}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn forward_environment_variables_override_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "gateway.toml",
+                "[upstreams.a]\ncommand = \"x\"\n[forward]\ntimeout = \"20s\"\nmax_queued = 8",
+            )?;
+            jail.set_env("MCP_GATEWAY_FORWARD_TIMEOUT", "10s");
+            jail.set_env("MCP_GATEWAY_FORWARD_MAX_IN_FLIGHT", "3");
+            let config =
+                GatewayConfig::load(Path::new("gateway.toml")).map_err(|e| format!("{e:#}"))?;
+            assert_eq!(config.forward.timeout, Duration::from_secs(10));
+            assert_eq!(config.forward.max_in_flight, 3);
+            assert_eq!(config.forward.max_queued, 8, "the file's, not overridden");
+            jail.set_env("MCP_GATEWAY_FORWARD_MAX_IN_FLIGHT", "0");
+            let err = GatewayConfig::load(Path::new("gateway.toml")).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("forward.max_in_flight"),
+                "{err:#}"
+            );
+            Ok(())
+        });
     }
 
     #[test]
@@ -246,6 +345,18 @@ mod tests {
         let err = GatewayConfig::from_toml_str("[upstreams.a]\ncommand = \"x\"\n[pool]\nmax = 0")
             .unwrap_err();
         assert!(format!("{err:#}").contains("pool.max"), "{err:#}");
+        let err = GatewayConfig::from_toml_str(
+            "[upstreams.beta]\ncommand = \"x\"\n[upstreams.beta_]\ncommand = \"y\"",
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("upstreams `beta` and `beta_`"),
+            "{err:#}"
+        );
+        GatewayConfig::from_toml_str(
+            "[upstreams.beta]\ncommand = \"x\"\n[upstreams.beta_]\ncommand = \"y\"\nnamespace = false",
+        )
+        .expect("one of them unprefixed: no static clash");
         let err =
             GatewayConfig::from_toml_str("[upstreams.a]\ncommand = \"x\"\n[stak]\n").unwrap_err();
         assert!(format!("{err:#}").contains("stak"), "{err:#}");

@@ -36,11 +36,9 @@ pub fn mcp_router<S: ServerHandler + Clone>(
 ) -> axum::Router {
     let config =
         StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
-    let service = StreamableHttpService::new(
-        move || Ok(server.clone()),
-        LocalSessionManager::default().into(),
-        config,
-    );
+    // Legacy sessions are caller identities once rmcp has found them (see VerifiedSessions).
+    let sessions = mcp_tower::http::VerifiedSessions::new(LocalSessionManager::default().into());
+    let service = StreamableHttpService::new(move || Ok(server.clone()), sessions.into(), config);
     axum::Router::new().nest_service(MCP_PATH, service)
 }
 

@@ -101,7 +101,10 @@ async fn one_client(addr: String, n: usize, filler: &'static [u8]) -> Outcome {
         200 if message["error"]["code"] == json!(busy) => Outcome::Busy,
         200 => {
             let text = message["result"]["content"][0]["text"].as_str().unwrap();
-            assert!(text.starts_with(&format!("client {n:04} ")), "another's answer");
+            assert!(
+                text.starts_with(&format!("client {n:04} ")),
+                "another's answer"
+            );
             assert_eq!(text.len(), TEXT_BYTES + 12);
             Outcome::Answered
         }

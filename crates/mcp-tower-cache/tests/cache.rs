@@ -631,8 +631,10 @@ async fn stale_is_never_served_after_an_answer_or_a_non_transient_error() {
     f.complete("weather", object!({})).await;
     advance(Duration::from_secs(12)).await;
 
-    f.inner
-        .push_for("weather", Outcome::tool_error("access denied: token revoked"));
+    f.inner.push_for(
+        "weather",
+        Outcome::tool_error("access denied: token revoked"),
+    );
     let answer = f.complete("weather", object!({})).await;
     assert_eq!(marker(&answer), None, "an isError result is never replaced");
     assert_eq!(answer.is_error, Some(true));
@@ -660,7 +662,10 @@ async fn stale_is_never_served_after_an_answer_or_a_non_transient_error() {
     for error in refused {
         f.inner.push_for("weather", Outcome::error(error.clone()));
         let got = f.run(f.call("weather", object!({}))).await.unwrap_err();
-        assert_eq!(got.code, error.code, "{error:?} was replaced by a stale result");
+        assert_eq!(
+            got.code, error.code,
+            "{error:?} was replaced by a stale result"
+        );
     }
     assert_eq!(f.handle.stats().stale_served, 0);
 }

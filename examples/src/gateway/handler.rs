@@ -12,8 +12,10 @@ use std::{
     time::Duration,
 };
 
-use mcp_tower::CallResolver;
-use mcp_tower_pool::{Listed, PeerOutbox, PoolHandle, PoolService, UpstreamCallError};
+use mcp_tower::{CallResolver, Principal};
+use mcp_tower_pool::{
+    Listed, PeerOutbox, PoolHandle, PoolService, UpstreamCallError, UpstreamNotification,
+};
 use rmcp::{
     ErrorData, Peer, RoleServer, ServerHandler,
     model::{
@@ -31,6 +33,7 @@ use rmcp::{
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+use super::forwarding::{ForwardConfig, Forwarding};
 use super::lists::{self, Audience, Copies, Fetched, Keeping, ListItem, MergedHint, ReadCache};
 
 /// How many upstream notifications a client session may fall behind before the newer ones
@@ -57,6 +60,8 @@ struct Catalog {
     capabilities: ServerCapabilities,
     /// The upstreams reached, with what they declared.
     reached: Vec<Reached>,
+    /// Names refused because they would shadow a namespaced upstream's, sorted.
+    refused: Vec<RefusedName>,
 }
 
 /// What an upstream declared at its handshake.
@@ -83,7 +88,8 @@ struct Listing {
     templates: Vec<ResourceTemplate>,
 }
 
-/// An upstream resource subscription the gateway holds: (upstream, URI).
+/// An upstream resource subscription the gateway holds: (session key — the upstream's, or a
+/// principal's own for a per-principal upstream — and URI).
 type HeldSubscription = (Arc<str>, String);
 
 /// A downstream session (streamable HTTP `Mcp-Session-Id`) that notifications not tied to a
@@ -96,6 +102,10 @@ struct DownstreamSession {
     /// Whether it sent `logging/setLevel` (it then hears log messages that belong to no
     /// single request).
     logging: bool,
+    /// Its caller's principal, once a request told it (`logging/setLevel`,
+    /// `resources/subscribe`): what a per-principal upstream's session says is for it
+    /// alone.
+    principal: Option<Principal>,
 }
 
 /// The aggregating handler: presents the upstreams' tools, prompts and resources as one
@@ -131,6 +141,8 @@ pub struct Gateway {
     sessions: Arc<Mutex<HashMap<String, DownstreamSession>>>,
     /// Upstream resource subscriptions held for downstream subscribers, counted.
     upstream_subscriptions: Arc<Mutex<HashMap<HeldSubscription, usize>>>,
+    /// The timeouts and the limit on forwarded requests.
+    forwarding: Arc<Forwarding>,
 }
 
 /// Every copy the gateway keeps of what its upstreams answered.
@@ -222,17 +234,37 @@ fn unexpected(method: &str) -> ErrorData {
     )
 }
 
+/// A name an unprefixed upstream listed that has the shape of another upstream's
+/// namespaced names: left out of the catalog rather than shadowing it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RefusedName {
+    /// `"tool"` or `"prompt"`.
+    pub kind: &'static str,
+    /// The unprefixed upstream that listed it.
+    pub upstream: Arc<str>,
+    /// The name it listed (`beta__drop_table`).
+    pub name: String,
+    /// The namespaced upstream whose names have that shape (`beta`).
+    pub owner: Arc<str>,
+}
+
+/// What [`expose`] exposes: (upstream, name upstream, item under its exposed name).
+type Exposed<T> = Vec<(Arc<str>, String, T)>;
+
 /// Exposes each upstream's items (tools or prompts) under their gateway names, in upstream
 /// order, with each item's name upstream; a name two upstreams would expose stays with the
-/// first. `rename` sets an item's name and returns the one it had.
+/// first, and a name an unprefixed upstream lists in another upstream's namespace
+/// (`beta__x` while `beta` is namespaced) is refused (returned apart). `rename` sets an
+/// item's name and returns the one it had.
 fn expose<'a, T: Clone + 'a>(
     router: &mcp_tower_pool::UpstreamRouter,
     lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [T])>,
-    kind: &str,
+    kind: &'static str,
     rename: impl Fn(&mut T, String) -> String,
-) -> Vec<(Arc<str>, String, T)> {
+) -> (Exposed<T>, Vec<RefusedName>) {
     let mut seen = HashSet::new();
     let mut exposed = Vec::new();
+    let mut refused = Vec::new();
     for (upstream, items) in lists {
         for item in items {
             let mut item = item.clone();
@@ -240,6 +272,15 @@ fn expose<'a, T: Clone + 'a>(
             let Some(name) = router.exposed_name(upstream, &original) else {
                 continue;
             };
+            if let Some(owner) = router.shadows(upstream, &name) {
+                refused.push(RefusedName {
+                    kind,
+                    upstream: Arc::clone(upstream),
+                    name,
+                    owner,
+                });
+                continue;
+            }
             if !seen.insert(name.clone()) {
                 tracing::warn!(%upstream, kind, name = %name, "another upstream exposes one of that name; it keeps it");
                 continue;
@@ -248,30 +289,40 @@ fn expose<'a, T: Clone + 'a>(
             exposed.push((Arc::clone(upstream), original, item));
         }
     }
-    exposed
+    (exposed, refused)
 }
 
-/// [`expose`] for tools.
+/// [`expose`] for tools, with their name upstream.
 fn expose_tools<'a>(
     router: &mcp_tower_pool::UpstreamRouter,
     lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [Tool])>,
-) -> Vec<(Arc<str>, Tool)> {
+) -> (Exposed<Tool>, Vec<RefusedName>) {
     expose(router, lists, "tool", |tool: &mut Tool, name| {
         std::mem::replace(&mut tool.name, name.into()).into_owned()
     })
-    .into_iter()
-    .map(|(upstream, _, tool)| (upstream, tool))
-    .collect()
 }
 
 /// [`expose`] for prompts, with their name upstream.
 fn expose_prompts<'a>(
     router: &mcp_tower_pool::UpstreamRouter,
     lists: impl IntoIterator<Item = (&'a Arc<str>, &'a [Prompt])>,
-) -> Vec<(Arc<str>, String, Prompt)> {
+) -> (Exposed<Prompt>, Vec<RefusedName>) {
     expose(router, lists, "prompt", |prompt: &mut Prompt, name| {
         std::mem::replace(&mut prompt.name, name)
     })
+}
+
+/// The method of a request the gateway forwards (for its `[forward]` timeout).
+fn method_of(request: &ClientRequest) -> &'static str {
+    match request {
+        ClientRequest::GetPromptRequest(_) => "prompts/get",
+        ClientRequest::ReadResourceRequest(_) => "resources/read",
+        ClientRequest::CompleteRequest(_) => "completion/complete",
+        ClientRequest::SetLevelRequest(_) => "logging/setLevel",
+        ClientRequest::SubscribeRequest(_) => "resources/subscribe",
+        ClientRequest::UnsubscribeRequest(_) => "resources/unsubscribe",
+        _ => "request",
+    }
 }
 
 /// The method-not-found error rmcp's own handlers answer for a capability nobody declares.
@@ -292,9 +343,10 @@ trait Listable: Sized {
 /// The two traits of a kind of list: how it is listed upstream ([`ListItem`]) and where the
 /// gateway keeps it ([`Listable`]).
 macro_rules! list_kind {
-    ($item:ty, $kind:literal, $field:ident, $slot:ident, $capability:ident, $fetch:ident) => {
+    ($item:ty, $kind:literal, $method:literal, $field:ident, $slot:ident, $capability:ident, $fetch:ident) => {
         impl ListItem for $item {
             const KIND: &'static str = $kind;
+            const METHOD: &'static str = $method;
             fn declared(capabilities: &ServerCapabilities) -> bool {
                 capabilities.$capability.is_some()
             }
@@ -318,10 +370,19 @@ macro_rules! list_kind {
     };
 }
 
-list_kind!(Tool, "tools", tools, tools, tools, list_all_tools);
+list_kind!(
+    Tool,
+    "tools",
+    "tools/list",
+    tools,
+    tools,
+    tools,
+    list_all_tools
+);
 list_kind!(
     Prompt,
     "prompts",
+    "prompts/list",
     prompts,
     prompts,
     prompts,
@@ -330,6 +391,7 @@ list_kind!(
 list_kind!(
     Resource,
     "resources",
+    "resources/list",
     resources,
     resources,
     resources,
@@ -338,6 +400,7 @@ list_kind!(
 list_kind!(
     ResourceTemplate,
     "resource templates",
+    "resources/templates/list",
     templates,
     templates,
     resources,
@@ -365,7 +428,6 @@ impl Gateway {
         let copies = HeldCopies {
             keeping: Some(Keeping {
                 min_interval: min_list_interval,
-                timeout: service.pool().config().connect_timeout,
             }),
             ..HeldCopies::default()
         };
@@ -377,13 +439,21 @@ impl Gateway {
             copies: Arc::new(copies),
             sessions: Arc::default(),
             upstream_subscriptions: Arc::default(),
+            forwarding: Arc::new(Forwarding::new(ForwardConfig::default())),
         }
+    }
+
+    /// Bounds what the gateway forwards itself (every method but `tools/call`) by
+    /// `config`: per-method timeouts and one concurrency limit with a bounded queue
+    /// (default: [`ForwardConfig::default`]).
+    pub fn with_forwarding(mut self, config: ForwardConfig) -> Self {
+        self.forwarding = Arc::new(Forwarding::new(config));
+        self
     }
 
     fn keeping(&self) -> Keeping {
         self.copies.keeping.unwrap_or(Keeping {
             min_interval: Duration::from_secs(1),
-            timeout: self.service.pool().config().connect_timeout,
         })
     }
 
@@ -426,14 +496,32 @@ impl Gateway {
         who: Audience,
         downstream: Option<&RequestContext<RoleServer>>,
     ) -> Result<Option<lists::Copy<T>>, ()> {
+        // A caller's list of a per-principal upstream rides the caller's own session and is
+        // kept for the caller alone; the gateway's own listing uses the upstream's key.
+        let private = self.service.is_per_principal(upstream);
+        let session = match who {
+            Audience::Principal(principal) => self.service.session_key(upstream, || principal),
+            Audience::Anonymous => self.service.session_key(upstream, || Principal::ANONYMOUS),
+            Audience::Everyone | Audience::Gateway => Ok(Arc::clone(upstream)),
+        };
+        let session = match session {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::debug!(%upstream, kind = T::KIND, %error.message, "not listed for this caller");
+                return Err(());
+            }
+        };
         let fetched = T::copies(&self.copies)
             .get(
                 self.service.pool(),
                 upstream,
+                &session,
+                private,
                 who,
                 downstream,
                 || self.service.pool().connector().list_generation(upstream),
                 self.keeping(),
+                &self.forwarding,
                 |name, info| self.seen(name, info),
             )
             .await;
@@ -482,8 +570,7 @@ impl Gateway {
     /// (public ones shared, private ones the caller's own), else listed now on the caller's
     /// behalf.
     async fn merged<T: ListItem + Listable>(&self, cx: &RequestContext<RoleServer>) -> Merged<T> {
-        let principal = self.resolver.partitioner().principal(Some(cx));
-        let who = Audience::Principal(principal);
+        let who = self.audience_of(cx);
         let upstreams: Vec<Arc<str>> = {
             let latest = lock(&self.latest);
             self.service
@@ -537,29 +624,25 @@ impl Gateway {
             .filter_map(|u| latest.get_key_value(u))
             .collect();
         let mut catalog = Catalog::default();
-        let tools = expose_tools(
+        let (tools, mut refused) = expose_tools(
             router,
             listings.iter().map(|(u, l)| (*u, l.tools.as_slice())),
         );
-        let unprefixed: Vec<(String, Arc<str>)> = tools
-            .iter()
-            .filter(|(upstream, _)| router.is_unprefixed(upstream))
-            .map(|(upstream, tool)| (tool.name.to_string(), Arc::clone(upstream)))
-            .collect();
-        router.learn_unprefixed(
-            unprefixed
-                .iter()
-                .map(|(tool, upstream)| (tool.as_str(), upstream.as_ref())),
-        );
-        for (_, tool) in &tools {
+        // Each exposed tool name goes to the upstream that listed it (never re-parsed).
+        router.learn(tools.iter().map(|(upstream, original, tool)| {
+            (tool.name.as_ref(), upstream.as_ref(), original.as_str())
+        }));
+        for (_, _, tool) in &tools {
             catalog
                 .tools_by_name
                 .insert(tool.name.to_string(), tool.clone());
         }
-        let prompts = expose_prompts(
+        let (prompts, refused_prompts) = expose_prompts(
             router,
             listings.iter().map(|(u, l)| (*u, l.prompts.as_slice())),
         );
+        refused.extend(refused_prompts);
+        refused.sort();
         for (upstream, original, prompt) in &prompts {
             catalog.prompt_routes.insert(
                 prompt.name.clone(),
@@ -598,12 +681,30 @@ impl Gateway {
             .template_owners
             .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         catalog.capabilities = union_capabilities(&capabilities);
-        catalog.tools = Arc::new(tools.into_iter().map(|(_, t)| t).collect());
+        catalog.tools = Arc::new(tools.into_iter().map(|(_, _, t)| t).collect());
         catalog.prompts = Arc::new(prompts.into_iter().map(|(_, _, p)| p).collect());
         catalog.resources = Arc::new(resources);
         catalog.templates = Arc::new(templates);
         drop(latest);
-        *lock(&self.catalog) = catalog;
+        let mut current = lock(&self.catalog);
+        for name in refused.iter().filter(|r| !current.refused.contains(r)) {
+            tracing::warn!(
+                upstream = %name.upstream,
+                kind = name.kind,
+                name = %name.name,
+                owner = %name.owner,
+                "refused: upstream `{}` (namespace = false) lists {} `{}`, a name in namespaced upstream `{}`'s namespace; it is left out so that `{}` always reaches `{}`",
+                name.upstream, name.kind, name.name, name.owner, name.name, name.owner,
+            );
+        }
+        catalog.refused = refused;
+        *current = catalog;
+    }
+
+    /// The names left out of the catalog because an unprefixed upstream listed them in a
+    /// namespaced upstream's namespace (each is logged once, at warn level, when refused).
+    pub fn refused_names(&self) -> Vec<RefusedName> {
+        lock(&self.catalog).refused.clone()
     }
 
     /// The current tools (without listing them again).
@@ -636,6 +737,7 @@ impl Gateway {
             peer: peer.clone(),
             subscriptions: BTreeSet::new(),
             logging: false,
+            principal: None,
         });
         Some(f(session))
     }
@@ -689,7 +791,28 @@ impl Gateway {
         request: ClientRequest,
         cx: Option<&RequestContext<RoleServer>>,
     ) -> Result<ServerResult, ErrorData> {
-        let get = self.service.pool().get(upstream);
+        let method = method_of(&request);
+        self.forwarding
+            .run(method, self.forward_unbounded(upstream, request, cx))
+            .await
+    }
+
+    /// [`forward`](Self::forward) without the `[forward]` bounds.
+    async fn forward_unbounded(
+        &self,
+        upstream: &Arc<str>,
+        request: ClientRequest,
+        cx: Option<&RequestContext<RoleServer>>,
+    ) -> Result<ServerResult, ErrorData> {
+        // The caller's own session to a per-principal upstream; the shared one otherwise
+        // (and for the gateway's own requests).
+        let key = match cx {
+            Some(cx) => self
+                .service
+                .session_key(upstream, || self.resolver.partitioner().principal(Some(cx)))?,
+            None => Arc::clone(upstream),
+        };
+        let get = self.service.pool().get(&key);
         let session = match cx {
             Some(cx) => tokio::select! {
                 session = get => session,
@@ -768,6 +891,7 @@ impl Gateway {
                         ServerNotification::LoggingMessageNotification(_) => s.logging,
                         _ => true,
                     })
+                    .filter(|(_, s)| self.may_hear(&event, s.principal))
                     .map(|(id, s)| (id.clone(), s.peer.clone()))
                     .collect()
             };
@@ -780,15 +904,68 @@ impl Gateway {
         }
     }
 
+    /// The principal of a request, as the stack's partitioner derives it.
+    fn principal_of(&self, cx: &RequestContext<RoleServer>) -> Principal {
+        self.resolver.partitioner().principal(Some(cx))
+    }
+
+    /// Whose private copies (lists, reads) a request may be served and fill: its
+    /// principal's, or none for an anonymous caller (unless the stack says
+    /// `anonymous = "shared"`: then the anonymous callers are one principal).
+    fn audience_of(&self, cx: &RequestContext<RoleServer>) -> Audience {
+        let principal = self.principal_of(cx);
+        if principal.is_anonymous() && self.resolver.anonymous() == mcp_tower::Anonymous::Bypass {
+            Audience::Anonymous
+        } else {
+            Audience::Principal(principal)
+        }
+    }
+
+    /// The pool key of the session a request for `upstream` rides (see
+    /// [`PoolService::session_key`]): a subscription is held per session.
+    fn subscription_session(
+        &self,
+        upstream: &Arc<str>,
+        cx: Option<&RequestContext<RoleServer>>,
+    ) -> Result<Arc<str>, ErrorData> {
+        match cx {
+            Some(cx) => self.service.session_key(upstream, || self.principal_of(cx)),
+            None => Ok(Arc::clone(upstream)),
+        }
+    }
+
+    /// Whether a downstream caller of `principal` may hear `event`: anything from a shared
+    /// session; from a per-principal upstream's session of one principal, only list
+    /// changes (which say nothing about anyone's state) unless the caller is that
+    /// principal.
+    fn may_hear(&self, event: &UpstreamNotification, principal: Option<Principal>) -> bool {
+        if event.session == event.upstream {
+            return true;
+        }
+        let content_free = matches!(
+            event.notification,
+            ServerNotification::ToolListChangedNotification(_)
+                | ServerNotification::PromptListChangedNotification(_)
+                | ServerNotification::ResourceListChangedNotification(_)
+        );
+        content_free
+            || principal.is_some_and(|p| {
+                self.service
+                    .session_key(&event.upstream, || p)
+                    .is_ok_and(|key| key == event.session)
+            })
+    }
+
     /// Subscribes upstream to `uri` unless a downstream subscriber already made the
-    /// gateway subscribe.
+    /// gateway subscribe (on the same session: the caller's own for a per-principal
+    /// upstream).
     async fn hold_subscription(
         &self,
         upstream: &Arc<str>,
         uri: &str,
         cx: Option<&RequestContext<RoleServer>>,
     ) -> Result<(), ErrorData> {
-        let key = (Arc::clone(upstream), uri.to_owned());
+        let key = (self.subscription_session(upstream, cx)?, uri.to_owned());
         let first = {
             let mut held = lock(&self.upstream_subscriptions);
             let count = held.entry(key.clone()).or_insert(0);
@@ -868,12 +1045,12 @@ impl ServerHandler for Gateway {
             return Err(not_declared("tools/list"));
         }
         let router = self.service.router();
-        let tools = expose_tools(
+        let (tools, _) = expose_tools(
             router,
             merged.lists.iter().map(|(u, l)| (u, l.items.as_slice())),
         );
         Ok(
-            ListToolsResult::with_all_items(tools.into_iter().map(|(_, t)| t).collect())
+            ListToolsResult::with_all_items(tools.into_iter().map(|(_, _, t)| t).collect())
                 .with_ttl_ms(merged.hint.ttl_ms())
                 .with_cache_scope(merged.hint.scope()),
         )
@@ -893,7 +1070,7 @@ impl ServerHandler for Gateway {
             return Err(not_declared("prompts/list"));
         }
         let router = self.service.router();
-        let prompts = expose_prompts(
+        let (prompts, _) = expose_prompts(
             router,
             merged.lists.iter().map(|(u, l)| (u, l.items.as_slice())),
         );
@@ -973,9 +1150,9 @@ impl ServerHandler for Gateway {
         // A retry of a multi-round-trip read carries the client's answers: its result is
         // for that exchange only, never held nor served from a copy.
         let continuation = request.input_responses.is_some() || request.request_state.is_some();
-        let principal = self.resolver.partitioner().principal(Some(&context));
+        let who = self.audience_of(&context);
         let reads = &self.copies.reads;
-        if !continuation && let Some(held) = reads.get(&upstream, &request.uri, principal) {
+        if !continuation && let Some(held) = reads.get(&upstream, &request.uri, who) {
             return Ok(ReadResourceResponse::Complete(held));
         }
         let uri = request.uri.clone();
@@ -984,7 +1161,8 @@ impl ServerHandler for Gateway {
         match self.forward(&upstream, request, Some(&context)).await? {
             ServerResult::ReadResourceResult(result) => {
                 if !continuation {
-                    reads.put(&upstream, &uri, principal, &result, asked_at);
+                    let private = self.service.is_per_principal(&upstream);
+                    reads.put(&upstream, &uri, who, private, &result, asked_at);
                 }
                 Ok(ReadResourceResponse::Complete(result))
             }
@@ -1047,7 +1225,11 @@ impl ServerHandler for Gateway {
         match first_error {
             Some(error) if !any => Err(error),
             _ => {
-                self.session(&context.extensions, &context.peer, |s| s.logging = true);
+                let principal = self.principal_of(&context);
+                self.session(&context.extensions, &context.peer, |s| {
+                    s.logging = true;
+                    s.principal = Some(principal);
+                });
                 Ok(())
             }
         }
@@ -1059,8 +1241,10 @@ impl ServerHandler for Gateway {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let upstream = self.resource_owner(&request.uri)?;
+        let principal = self.principal_of(&context);
         let already = self
             .session(&context.extensions, &context.peer, |s| {
+                s.principal = Some(principal);
                 !s.subscriptions.insert(request.uri.clone())
             })
             .unwrap_or(false);
@@ -1089,7 +1273,10 @@ impl ServerHandler for Gateway {
                 s.subscriptions.remove(&request.uri)
             })
             .unwrap_or(false);
-        let key = (Arc::clone(&upstream), request.uri.clone());
+        let key = (
+            self.subscription_session(&upstream, Some(&context))?,
+            request.uri.clone(),
+        );
         let tell_upstream = if was {
             // The last subscriber gone: the gateway's upstream subscription goes too.
             self.release_count(&key)
@@ -1154,12 +1341,14 @@ impl ServerHandler for Gateway {
                 }
             }
         }
+        let principal = self.principal_of(subscription.request_context());
         let result = loop {
             let event = tokio::select! {
                 () = subscription.cancelled() => break Ok(()),
                 event = notifications.recv() => event,
             };
             let notification = match event {
+                Ok(event) if !self.may_hear(&event, Some(principal)) => continue,
                 Ok(event) => event.notification,
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => break Ok(()),
@@ -1180,7 +1369,7 @@ impl ServerHandler for Gateway {
             }
         };
         for (upstream, uri) in held {
-            let key = (Arc::clone(&upstream), uri.clone());
+            let key = (Arc::clone(&upstream), uri.clone()); // the gateway's own session
             if self.release_count(&key) {
                 let request = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(
                     UnsubscribeRequestParams::new(uri),

@@ -15,11 +15,13 @@ use std::{
 use mcp_tower::Principal;
 use mcp_tower_pool::{Listed, McpConnector, McpSession, Pool, UpstreamCallError};
 use rmcp::{
-    RoleServer,
+    ErrorData, RoleServer,
     model::{CacheScope, ReadResourceResult, ServerCapabilities, ServerPeerInfo},
     service::RequestContext,
 };
 use tokio::time::Instant;
+
+use super::forwarding::Forwarding;
 
 /// Above this many copies of one kind, expired ones are dropped, then private ones.
 const MAX_COPIES: usize = 4096;
@@ -36,6 +38,10 @@ pub(super) enum Audience {
     Everyone,
     /// A private answer, served only to this principal.
     Principal(Principal),
+    /// A caller without a verified identity (with the stack's `anonymous = "bypass"`, the
+    /// default): served public copies only; nothing private is ever held for it, since
+    /// every anonymous caller would share it.
+    Anonymous,
     /// A private answer to the gateway's own request: used for routing, never served.
     Gateway,
 }
@@ -45,6 +51,8 @@ pub(super) enum Audience {
 pub(super) trait ListItem: Clone + Send + Sync + 'static {
     /// What the kind is called in logs.
     const KIND: &'static str;
+    /// The list method (`tools/list`…), for its `[forward]` timeout.
+    const METHOD: &'static str;
     /// Whether `capabilities` declare the kind.
     fn declared(capabilities: &ServerCapabilities) -> bool;
     /// Every page of the upstream's list, on behalf of `downstream`.
@@ -103,8 +111,8 @@ pub(super) struct Copies<T> {
     /// One list request per upstream at a time: concurrent callers wait for it and share
     /// its answer (when public, or theirs).
     fetching: Mutex<HashMap<Arc<str>, Arc<tokio::sync::Mutex<()>>>>,
-    /// Upstreams whose last list failed, when, and in which change generation: not asked
-    /// again before the minimum interval (unless something changed upstream since).
+    /// Session keys whose last list failed, when, and in which change generation: not
+    /// asked again before the minimum interval (unless something changed upstream since).
     failed: Mutex<HashMap<Arc<str>, (Instant, u64, String)>>,
     /// List requests sent upstream (every page counts once per list).
     relists: AtomicU64,
@@ -122,18 +130,30 @@ impl<T> Default for Copies<T> {
 }
 
 /// How the copies are kept: the minimum interval between two lists of one upstream for
-/// one audience (a `ttlMs` of 0, or none, does not make every call re-list), and the
-/// bound on one list request.
+/// one audience (a `ttlMs` of 0, or none, does not make every call re-list), which is also
+/// how long a failed list is remembered.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Keeping {
     pub(super) min_interval: Duration,
-    pub(super) timeout: Duration,
 }
 
 impl<T: ListItem> Copies<T> {
     /// How many lists were requested upstream so far.
     pub(super) fn relists(&self) -> u64 {
         self.relists.load(Ordering::Relaxed)
+    }
+
+    /// The error of the upstream's last list when it failed less than the minimum interval
+    /// ago, in the current change generation: the upstream is not asked again before.
+    fn failed_recently(
+        &self,
+        upstream: &Arc<str>,
+        generation: u64,
+        keeping: Keeping,
+    ) -> Option<String> {
+        let failed = lock(&self.failed);
+        let (at, failed_in, error) = failed.get(upstream)?;
+        (*failed_in == generation && at.elapsed() < keeping.min_interval).then(|| error.clone())
     }
 
     fn fresh(
@@ -156,12 +176,22 @@ impl<T: ListItem> Copies<T> {
             .cloned()
     }
 
-    fn store(&self, upstream: &Arc<str>, who: Audience, copy: Copy<T>, keeping: Keeping) {
-        let audience = if copy.listed.is_private() {
+    fn store(
+        &self,
+        upstream: &Arc<str>,
+        who: Audience,
+        private: bool,
+        copy: Copy<T>,
+        keeping: Keeping,
+    ) {
+        let audience = if private || copy.listed.is_private() {
             who
         } else {
             Audience::Everyone
         };
+        if audience == Audience::Anonymous {
+            return;
+        }
         let mut held = lock(&self.held);
         if held.len() >= MAX_COPIES {
             let now = Instant::now();
@@ -182,74 +212,82 @@ impl<T: ListItem> Copies<T> {
     /// The upstream's list for `who`: a copy still fresh (listed in the current change
     /// `generation`,
     /// younger than its `ttlMs` or the minimum interval), else listed now on behalf of
-    /// `downstream` — one request at a time per upstream, so a burst of callers makes one.
+    /// `downstream` over the pool's `session` key (the upstream's, or the principal's own
+    /// for a per-principal upstream) — one request at a time per session key, so a burst
+    /// of callers makes one. A failed list is remembered per session key for the minimum
+    /// interval. `private`: held for `who` alone whatever the upstream's hint says.
     /// `seen` learns the upstream's handshake (capabilities) whenever a session is used.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn get(
         &self,
         pool: &Pool<McpConnector>,
         upstream: &Arc<str>,
+        session: &Arc<str>,
+        private: bool,
         who: Audience,
         downstream: Option<&RequestContext<RoleServer>>,
         generation: impl Fn() -> u64,
         keeping: Keeping,
+        forwarding: &Forwarding,
         seen: impl Fn(&Arc<str>, Option<Arc<ServerPeerInfo>>),
     ) -> Result<Fetched<T>, String> {
         if let Some(copy) = self.fresh(upstream, who, generation(), Instant::now(), keeping) {
             return Ok(Fetched::List(copy, false));
         }
-        if let Some((at, failed_in, error)) = lock(&self.failed).get(upstream)
-            && *failed_in == generation()
-            && at.elapsed() < keeping.min_interval
-        {
-            return Err(error.clone());
+        if let Some(error) = self.failed_recently(session, generation(), keeping) {
+            return Err(error);
         }
-        let gate = Arc::clone(
-            lock(&self.fetching)
-                .entry(Arc::clone(upstream))
-                .or_default(),
-        );
+        let gate = Arc::clone(lock(&self.fetching).entry(Arc::clone(session)).or_default());
         let _turn = gate.lock().await;
+        // Whoever held the gate may have listed it, or failed to: both are shared.
         if let Some(copy) = self.fresh(upstream, who, generation(), Instant::now(), keeping) {
             return Ok(Fetched::List(copy, false));
         }
+        if let Some(error) = self.failed_recently(session, generation(), keeping) {
+            return Err(error);
+        }
         let mut listed_in = generation();
         let mut at = Instant::now();
-        let listed = tokio::time::timeout(keeping.timeout, async {
-            let session = pool.get(upstream).await.map_err(|e| e.to_string())?;
-            // Opening a session counts as a change: the list is of the generation after it
-            // (a change announced while it is listed makes it stale again).
-            listed_in = generation();
-            at = Instant::now();
-            let info = session.server_info();
-            let declared = info.as_ref().is_some_and(|i| T::declared(&i.capabilities));
-            seen(upstream, info);
-            if !declared {
-                return Ok(None);
-            }
-            self.relists.fetch_add(1, Ordering::Relaxed);
-            T::fetch(&session, downstream)
-                .await
-                .map(Some)
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {:?}", keeping.timeout)));
+        // Under the forwarding limit and the list method's timeout.
+        let listed = forwarding
+            .run(T::METHOD, async {
+                let session = pool
+                    .get(session)
+                    .await
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                // Opening a session counts as a change: the list is of the generation after
+                // it (a change announced while it is listed makes it stale again).
+                listed_in = generation();
+                at = Instant::now();
+                let info = session.server_info();
+                let declared = info.as_ref().is_some_and(|i| T::declared(&i.capabilities));
+                seen(upstream, info);
+                if !declared {
+                    return Ok(None);
+                }
+                self.relists.fetch_add(1, Ordering::Relaxed);
+                T::fetch(&session, downstream)
+                    .await
+                    .map(Some)
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))
+            })
+            .await
+            .map_err(|e| e.message.into_owned());
         match listed {
             Ok(Some(listed)) => {
-                lock(&self.failed).remove(upstream);
+                lock(&self.failed).remove(session);
                 let copy = Copy {
                     listed: Arc::new(listed),
                     at,
                     generation: listed_in,
                 };
-                self.store(upstream, who, copy.clone(), keeping);
+                self.store(upstream, who, private, copy.clone(), keeping);
                 Ok(Fetched::List(copy, true))
             }
             Ok(None) => Ok(Fetched::NotServed),
             Err(error) => {
                 lock(&self.failed).insert(
-                    Arc::clone(upstream),
+                    Arc::clone(session),
                     (Instant::now(), listed_in, error.clone()),
                 );
                 Err(error)
@@ -354,16 +392,16 @@ impl Default for ReadCache {
 }
 
 impl ReadCache {
-    /// A held result for `uri` that `principal` may be served, with its `ttlMs` set to what
-    /// is left of it.
+    /// A held result for `uri` that `who` may be served, with its `ttlMs` set to what is
+    /// left of it.
     pub(super) fn get(
         &self,
         upstream: &Arc<str>,
         uri: &str,
-        principal: Principal,
+        who: Audience,
     ) -> Option<ReadResourceResult> {
         let now = Instant::now();
-        for audience in [Audience::Everyone, Audience::Principal(principal)] {
+        for audience in [Audience::Everyone, who] {
             if let Some(held) = self
                 .held
                 .get(&(Arc::clone(upstream), uri.to_owned(), audience))
@@ -383,14 +421,15 @@ impl ReadCache {
         None
     }
 
-    /// Holds `result` when its hints allow: a `ttlMs` above 0, shared when `public`, held
-    /// for `principal` alone when `private`; a result without a `cacheScope` (a legacy
+    /// Holds `result` when its hints allow: a `ttlMs` above 0, shared when `public` (and not
+    /// `private`: a per-principal upstream's), held for `principal` alone when `private`; a result without a `cacheScope` (a legacy
     /// upstream) counts as private with a `ttlMs` of 0, so it is not held.
     pub(super) fn put(
         &self,
         upstream: &Arc<str>,
         uri: &str,
-        principal: Principal,
+        who: Audience,
+        private: bool,
         result: &ReadResourceResult,
         at: Instant,
     ) {
@@ -401,8 +440,9 @@ impl ReadCache {
             return;
         }
         let audience = match scope {
-            CacheScope::Public => Audience::Everyone,
-            _ => Audience::Principal(principal),
+            CacheScope::Public if !private => Audience::Everyone,
+            _ if who == Audience::Anonymous => return,
+            _ => who,
         };
         let held = HeldRead {
             result: result.clone(),
@@ -465,8 +505,8 @@ mod tests {
     fn reads_are_held_per_scope_and_never_without_hints() {
         let cache = ReadCache::default();
         let upstream: Arc<str> = Arc::from("a");
-        let alice = Principal::from_u128(1);
-        let bob = Principal::from_u128(2);
+        let alice = Audience::Principal(Principal::from_u128(1));
+        let bob = Audience::Principal(Principal::from_u128(2));
         let now = Instant::now();
         let result = |ttl: Option<u64>, scope: Option<CacheScope>| {
             let mut r = ReadResourceResult::new(vec![]);
@@ -478,6 +518,7 @@ mod tests {
             &upstream,
             "private://x",
             alice,
+            false,
             &result(Some(60_000), Some(CacheScope::Private)),
             now,
         );
@@ -490,11 +531,19 @@ mod tests {
             &upstream,
             "public://x",
             alice,
+            false,
             &result(Some(60_000), Some(CacheScope::Public)),
             now,
         );
         assert!(cache.get(&upstream, "public://x", bob).is_some());
-        cache.put(&upstream, "legacy://x", alice, &result(None, None), now);
+        cache.put(
+            &upstream,
+            "legacy://x",
+            alice,
+            false,
+            &result(None, None),
+            now,
+        );
         assert!(
             cache.get(&upstream, "legacy://x", alice).is_none(),
             "no hint: not held"
@@ -503,12 +552,33 @@ mod tests {
             &upstream,
             "zero://x",
             alice,
+            false,
             &result(Some(0), Some(CacheScope::Public)),
             now,
         );
         assert!(
             cache.get(&upstream, "zero://x", alice).is_none(),
             "ttl 0: not held"
+        );
+        // Nothing private is held for an anonymous caller (all of them would share it);
+        // public results are served to them.
+        cache.put(
+            &upstream,
+            "anon://x",
+            Audience::Anonymous,
+            false,
+            &result(Some(60_000), Some(CacheScope::Private)),
+            now,
+        );
+        assert!(
+            cache
+                .get(&upstream, "anon://x", Audience::Anonymous)
+                .is_none()
+        );
+        assert!(
+            cache
+                .get(&upstream, "public://x", Audience::Anonymous)
+                .is_some()
         );
     }
 }

@@ -54,6 +54,21 @@ pub const DEFAULT_INHERITED_ENV: &[&str] = &[
     "PROGRAMFILES",
 ];
 
+/// Whose sessions to an upstream serve a caller (`identity` in `[upstreams.<name>]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Identity {
+    /// `"shared"`, the default: one set of sessions shared by every caller; the upstream
+    /// must not keep per-user state.
+    #[default]
+    Shared,
+    /// `"per-principal"`: each principal (the stack's partitioner: the verified caller,
+    /// else its `Authorization` digest or session) gets sessions of its own, opened on its
+    /// first request and closed when idle; for upstreams that keep per-user state. The
+    /// gateway's own requests (listing at start-up) use a session of their own.
+    PerPrincipal,
+}
+
 /// One upstream MCP server: set `command` (stdio child process) **or** `url` (streamable
 /// HTTP).
 ///
@@ -115,6 +130,8 @@ pub struct UpstreamConfig {
     /// (`<upstream>__<name>`, the default `true`) or under their own names (`false`: the
     /// gateway is then indistinguishable from the upstream for its names).
     pub namespace: bool,
+    /// Whose sessions serve a caller: `"shared"` (the default) or `"per-principal"`.
+    pub identity: Identity,
 }
 
 impl Default for UpstreamConfig {
@@ -131,6 +148,7 @@ impl Default for UpstreamConfig {
             headers: BTreeMap::new(),
             required: true,
             namespace: true,
+            identity: Identity::Shared,
         }
     }
 }
@@ -152,6 +170,7 @@ impl fmt::Debug for UpstreamConfig {
             .field("headers", &redacted(&self.headers))
             .field("required", &self.required)
             .field("namespace", &self.namespace)
+            .field("identity", &self.identity)
             .finish()
     }
 }
@@ -258,6 +277,12 @@ impl UpstreamConfig {
     /// or exposed as they are.
     pub fn with_namespace(mut self, namespace: bool) -> Self {
         self.namespace = namespace;
+        self
+    }
+
+    /// Whose sessions serve a caller ([`Identity`]).
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = identity;
         self
     }
 

@@ -154,6 +154,10 @@ impl UpstreamCallError {
 pub struct UpstreamNotification {
     /// The upstream's name.
     pub upstream: Arc<str>,
+    /// The pool key of the session that received it: the upstream's name, or
+    /// `<upstream>@<principal>` for a per-principal upstream's session of one principal
+    /// (`PoolService::session_key`), whose notifications are that principal's alone.
+    pub session: Arc<str>,
     /// The notification, as the upstream sent it.
     pub notification: ServerNotification,
 }
@@ -182,10 +186,11 @@ impl UpstreamEvents {
         self.lists_changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
-    fn publish(&self, upstream: &Arc<str>, notification: ServerNotification) {
+    fn publish(&self, upstream: &Arc<str>, session: &Arc<str>, notification: ServerNotification) {
         // No receiver (no gateway listening) is not an error.
         let _ = self.notifications.send(UpstreamNotification {
             upstream: Arc::clone(upstream),
+            session: Arc::clone(session),
             notification,
         });
     }
@@ -196,6 +201,8 @@ impl UpstreamEvents {
 #[derive(Debug, Clone)]
 struct UpstreamClient {
     upstream: Arc<str>,
+    /// The session's pool key (see [`UpstreamNotification::session`]).
+    session: Arc<str>,
     progress: Arc<ProgressRoutes>,
     relays: Arc<Relays>,
     events: Arc<UpstreamEvents>,
@@ -282,6 +289,7 @@ impl ClientHandler for UpstreamClient {
     ) {
         self.events.publish(
             &self.upstream,
+            &self.session,
             ServerNotification::ResourceUpdatedNotification(ResourceUpdatedNotification::new(
                 params,
             )),
@@ -292,6 +300,7 @@ impl ClientHandler for UpstreamClient {
         self.events.lists_changed(&self.upstream);
         self.events.publish(
             &self.upstream,
+            &self.session,
             ServerNotification::ResourceListChangedNotification(
                 ResourceListChangedNotification::default(),
             ),
@@ -303,6 +312,7 @@ impl ClientHandler for UpstreamClient {
         self.events.lists_changed(&self.upstream);
         self.events.publish(
             &self.upstream,
+            &self.session,
             ServerNotification::ToolListChangedNotification(ToolListChangedNotification::default()),
         );
     }
@@ -311,6 +321,7 @@ impl ClientHandler for UpstreamClient {
         self.events.lists_changed(&self.upstream);
         self.events.publish(
             &self.upstream,
+            &self.session,
             ServerNotification::PromptListChangedNotification(
                 PromptListChangedNotification::default(),
             ),
@@ -934,23 +945,29 @@ impl McpConnector {
         PeerOutbox::spawn_counted(peer, capacity, Some(Arc::clone(&self.relay)))
     }
 
-    async fn open(&self, upstream: &Upstream) -> Result<McpSession, UpstreamError> {
+    async fn open(
+        &self,
+        upstream: &Upstream,
+        session: &Arc<str>,
+    ) -> Result<McpSession, UpstreamError> {
         match upstream.kind {
             UpstreamKind::Stdio => {
                 let (transport, pid) = spawn_child(upstream)?;
-                self.serve(&upstream.name, transport, pid).await
+                self.serve(&upstream.name, session, transport, pid).await
             }
             UpstreamKind::Http => {
                 let transport = StreamableHttpClientTransport::from_config(http_config(upstream)?);
-                self.serve(&upstream.name, transport, None).await
+                self.serve(&upstream.name, session, transport, None).await
             }
         }
     }
 
-    /// A session of upstream `name` over `transport`: the MCP handshake, then the session.
+    /// A session `session` (its pool key) of upstream `name` over `transport`: the MCP
+    /// handshake, then the session.
     async fn serve<T: Transport<RoleClient> + 'static>(
         &self,
         name: &Arc<str>,
+        session: &Arc<str>,
         transport: T,
         pid: Option<u32>,
     ) -> Result<McpSession, UpstreamError> {
@@ -958,6 +975,7 @@ impl McpConnector {
         let relays = Arc::new(Relays::new(Arc::clone(&self.relay)));
         let client = UpstreamClient {
             upstream: Arc::clone(name),
+            session: Arc::clone(session),
             progress: Arc::clone(&progress),
             relays: Arc::clone(&relays),
             events: Arc::clone(&self.events),
@@ -994,7 +1012,8 @@ impl McpConnector {
         name: &str,
         transport: T,
     ) -> Result<McpSession, UpstreamError> {
-        self.serve(&Arc::from(name), transport, None).await
+        let name = Arc::from(name);
+        self.serve(&name, &name, transport, None).await
     }
 }
 
@@ -1074,11 +1093,17 @@ impl Connector for McpConnector {
     type Error = UpstreamError;
 
     async fn connect(&self, key: &Arc<str>) -> Result<McpSession, UpstreamError> {
-        let upstream = self
-            .upstreams
-            .get(key)
-            .ok_or_else(|| UpstreamError::Unknown(Arc::clone(key)))?;
-        self.open(upstream).await
+        // `<upstream>@<principal>`: a per-principal upstream's session for one principal
+        // (`PoolService::session_key`).
+        let upstream = match self.upstreams.get(key) {
+            Some(upstream) => Some(upstream),
+            None => key
+                .split_once(super::service::PRINCIPAL_KEY_SEPARATOR)
+                .and_then(|(name, _)| self.upstreams.get(name))
+                .filter(|u| u.config.identity == super::config::Identity::PerPrincipal),
+        }
+        .ok_or_else(|| UpstreamError::Unknown(Arc::clone(key)))?;
+        self.open(upstream, key).await
     }
 
     fn is_closed(&self, session: &McpSession) -> bool {

@@ -14,7 +14,7 @@ mod router;
 mod service;
 
 pub use config::{
-    DEFAULT_INHERITED_ENV, NAMESPACE_SEPARATOR, StderrMode, UpstreamConfig, UpstreamKind,
+    DEFAULT_INHERITED_ENV, Identity, NAMESPACE_SEPARATOR, StderrMode, UpstreamConfig, UpstreamKind,
 };
 pub use connector::{
     McpConnector, McpSession, UpstreamCallError, UpstreamError, UpstreamNotification,
@@ -24,4 +24,4 @@ pub use listed::{Listed, merge_scope};
 pub use outbox::PeerOutbox;
 pub use relay::{RelayReport, RelayStats};
 pub use router::UpstreamRouter;
-pub use service::{PoolService, PoolServiceError};
+pub use service::{PRINCIPAL_KEY_SEPARATOR, PoolService, PoolServiceError};

@@ -9,7 +9,10 @@ use super::config::NAMESPACE_SEPARATOR;
 /// Maps the tool (and prompt) names a gateway exposes to (upstream, name on that
 /// upstream).
 ///
-/// Three ways, combined, looked up in this order:
+/// Looked up in this order:
+/// - the **catalog**: names the gateway exposes from the upstreams' lists
+///   ([`learn`](Self::learn)) go to the upstream that listed them, whatever their shape
+///   (a name's prefix is never re-parsed when the catalog knows the name);
 /// - a **table** of explicit routes ([`with_route`](Self::with_route)): expose `search`
 ///   as `github`'s `search_code`, say;
 /// - **namespaced** names `upstream__tool` (the default for every upstream):
@@ -20,6 +23,10 @@ use super::config::NAMESPACE_SEPARATOR;
 ///   ([`learn_unprefixed`](Self::learn_unprefixed)) goes to the upstream that listed it;
 ///   with a single unprefixed upstream, every other name goes to it too (so it answers
 ///   for names it did not list, exactly as it would without the gateway).
+///
+/// A name of the shape `<namespaced upstream>__<rest>` belongs to that upstream: an
+/// unprefixed upstream may not expose one ([`shadows`](Self::shadows) tells which upstream
+/// it would shadow; the gateway leaves such a name out of its catalog).
 ///
 /// Routing allocates nothing: it returns the upstream's shared name and a slice of the
 /// name. Clones share the learned names.
@@ -48,8 +55,12 @@ pub struct UpstreamRouter {
     table: HashMap<String, (Arc<str>, String)>,
     namespaced: bool,
     unprefixed: Vec<Arc<str>>,
-    learned: Arc<ArcSwap<HashMap<String, Arc<str>>>>,
+    learned: Arc<ArcSwap<Learned>>,
 }
+
+/// The catalog's names: exposed name → (upstream, where its name upstream starts in the
+/// exposed name).
+type Learned = HashMap<String, (Arc<str>, usize)>;
 
 impl UpstreamRouter {
     /// Routes `upstream__tool` names to these upstreams.
@@ -125,21 +136,69 @@ impl UpstreamRouter {
 
     /// Replaces the names learned from the unprefixed upstreams' lists: (name, upstream).
     /// A name listed by several upstreams goes to the first one given (the caller decides
-    /// and reports the conflict); names of other upstreams are ignored.
+    /// and reports the conflict); names of other upstreams are ignored. Replaces what
+    /// [`learn`](Self::learn) learned too.
     pub fn learn_unprefixed<'a>(&self, names: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        self.learn(
+            names
+                .into_iter()
+                .filter(|(_, upstream)| self.is_unprefixed(upstream))
+                .map(|(name, upstream)| (name, upstream, name)),
+        );
+    }
+
+    /// Replaces the catalog: (exposed name, upstream, its name upstream), as the gateway
+    /// exposes the upstreams' lists. [`route`](Self::route) then sends each exposed name to
+    /// the upstream that listed it, before any other rule. A name given twice goes to the
+    /// first (the caller decides and reports the conflict); entries whose exposed name
+    /// does not end with the upstream's name (table routes: the table knows them), or
+    /// whose upstream the router does not know, are ignored.
+    pub fn learn<'a>(&self, names: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) {
         let mut learned = HashMap::new();
-        for (name, upstream) in names {
-            if let Some(upstream) = self.unprefixed.iter().find(|u| u.as_ref() == upstream) {
-                learned
-                    .entry(name.to_owned())
-                    .or_insert_with(|| Arc::clone(upstream));
+        for (exposed, upstream, original) in names {
+            let Some(upstream) = self.known(upstream) else {
+                continue;
+            };
+            let Some(start) = exposed.len().checked_sub(original.len()) else {
+                continue;
+            };
+            if exposed.get(start..) != Some(original) {
+                continue;
             }
+            learned
+                .entry(exposed.to_owned())
+                .or_insert_with(|| (upstream, start));
         }
         self.learned.store(Arc::new(learned));
     }
 
+    /// The router's own name of a namespaced or unprefixed upstream.
+    fn known(&self, upstream: &str) -> Option<Arc<str>> {
+        self.upstreams
+            .get(upstream)
+            .or_else(|| self.unprefixed.iter().find(|u| u.as_ref() == upstream))
+            .cloned()
+    }
+
+    /// The namespaced upstream whose names `name` has the shape of (`beta` for
+    /// `beta__drop_table`), when `name` is exposed by `upstream` without a prefix: such a
+    /// name would shadow that upstream's tool of the same name, so it must not be exposed.
+    /// `None` for a name of an upstream that is not unprefixed, or of no namespace.
+    pub fn shadows(&self, upstream: &str, name: &str) -> Option<Arc<str>> {
+        if !self.namespaced || !self.is_unprefixed(upstream) {
+            return None;
+        }
+        let (prefix, _) = name.split_once(NAMESPACE_SEPARATOR)?;
+        self.upstreams.get(prefix).cloned()
+    }
+
     /// The upstream and upstream tool name of `tool`, or `None` if no upstream serves it.
     pub fn route<'a>(&'a self, tool: &'a str) -> Option<(Arc<str>, &'a str)> {
+        if let Some((upstream, start)) = self.learned.load().get(tool)
+            && let Some(upstream_tool) = tool.get(*start..)
+        {
+            return Some((Arc::clone(upstream), upstream_tool));
+        }
         if let Some((upstream, upstream_tool)) = self.table.get(tool) {
             return Some((Arc::clone(upstream), upstream_tool));
         }
@@ -149,12 +208,6 @@ impl UpstreamRouter {
             && let Some(upstream) = self.upstreams.get(prefix)
         {
             return Some((Arc::clone(upstream), rest));
-        }
-        if self.unprefixed.is_empty() {
-            return None;
-        }
-        if let Some(upstream) = self.learned.load().get(tool) {
-            return Some((Arc::clone(upstream), tool));
         }
         match self.unprefixed.as_slice() {
             [only] => Some((Arc::clone(only), tool)),
@@ -200,6 +253,38 @@ impl UpstreamRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_catalog_decides_before_the_prefix_is_parsed() {
+        let r = UpstreamRouter::namespaced(["alpha", "beta", "x_"]).with_unprefixed("alpha");
+        assert_eq!(r.route("beta__drop"), Some(("beta".into(), "drop")));
+        // The catalog gives `beta__drop` to beta, `x___t` to `x_` (its first `__` would
+        // say upstream `x`), and knows `plain` is alpha's.
+        r.learn([
+            ("beta__drop", "beta", "drop"),
+            ("x___t", "x_", "t"),
+            ("plain", "alpha", "plain"),
+            ("renamed", "beta", "other"),
+            ("ghost__t", "ghost", "t"),
+        ]);
+        assert_eq!(r.route("beta__drop"), Some(("beta".into(), "drop")));
+        assert_eq!(r.route("x___t"), Some(("x_".into(), "t")));
+        assert_eq!(r.route("plain"), Some(("alpha".into(), "plain")));
+        assert_eq!(
+            r.route("renamed"),
+            Some(("alpha".into(), "renamed")),
+            "not learned"
+        );
+        assert_eq!(
+            r.route("ghost__t"),
+            Some(("alpha".into(), "ghost__t")),
+            "unknown upstream: not learned (the single unprefixed upstream takes the rest)"
+        );
+        // A catalog entry wins over the prefix: had alpha's `beta__drop` been admitted, it
+        // would go to alpha, the upstream that listed it.
+        r.learn([("beta__drop", "alpha", "beta__drop")]);
+        assert_eq!(r.route("beta__drop"), Some(("alpha".into(), "beta__drop")));
+    }
 
     #[test]
     fn namespaced_names_split_at_the_first_separator() {
@@ -254,6 +339,19 @@ mod tests {
         assert_eq!(r.exposed_name("b", "x").as_deref(), Some("x"));
         assert_eq!(r.exposed_name("a", "x").as_deref(), Some("a__x"));
         assert_eq!(r.exposed_name("d", "x"), None, "unknown upstream");
+
+        assert_eq!(r.shadows("b", "a__x"), Some("a".into()), "a's namespace");
+        assert_eq!(
+            r.shadows("b", "c__x"),
+            None,
+            "c is unprefixed: no namespace"
+        );
+        assert_eq!(
+            r.shadows("a", "a__x"),
+            None,
+            "a namespaced upstream's own name"
+        );
+        assert_eq!(r.shadows("b", "x"), None);
 
         let single = UpstreamRouter::table().with_unprefixed("only");
         assert_eq!(single.route("anything"), Some(("only".into(), "anything")));

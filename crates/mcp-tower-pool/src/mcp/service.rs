@@ -9,7 +9,7 @@ use std::{
 };
 
 use mcp_tower_core::{
-    CallToolResponse, ToolCall,
+    CallToolResponse, Principal, ToolCall,
     error::{Cancelled, Layer, UpstreamUnavailable},
 };
 use rmcp::{
@@ -19,7 +19,7 @@ use rmcp::{
 use tower_service::Service;
 
 use super::{
-    config::UpstreamConfig,
+    config::{Identity, UpstreamConfig},
     connector::{McpConnector, UpstreamCallError, UpstreamError},
     future::PoolFuture,
     router::UpstreamRouter,
@@ -30,6 +30,16 @@ use crate::{BuildError, Pool, PoolConfig, PoolHandle, call_many};
 /// upstream request), not to the call.
 const HOP_META_PREFIX: &str = "io.modelcontextprotocol/";
 const PROGRESS_TOKEN: &str = "progressToken";
+
+/// Separates an upstream's name from a principal in the pool key of a per-principal
+/// upstream's sessions (`files@<32 hex digits>`); upstream names never contain it.
+pub const PRINCIPAL_KEY_SEPARATOR: char = '@';
+
+/// Whether `principal` is a caller without a verified identity, which may not use a
+/// per-principal upstream (it would share one session with every other such caller).
+fn is_anonymous(principal: Principal) -> bool {
+    principal.is_anonymous()
+}
 
 /// Why a [`PoolService`] could not be built from configuration.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +153,43 @@ impl PoolService {
         Ok(Self::new(builder.build()?, router))
     }
 
+    /// The pool key of `upstream`'s sessions for a caller: `upstream` itself for a shared
+    /// upstream, `upstream@<principal>` for a per-principal one
+    /// ([`Identity::PerPrincipal`]), whose sessions are then that principal's alone.
+    /// `principal` is only called for a per-principal upstream. An anonymous caller of a
+    /// per-principal upstream is refused (invalid request), never given a shared session.
+    pub fn session_key(
+        &self,
+        upstream: &Arc<str>,
+        principal: impl FnOnce() -> Principal,
+    ) -> Result<Arc<str>, ErrorData> {
+        if !self.is_per_principal(upstream) {
+            return Ok(Arc::clone(upstream));
+        }
+        let principal = principal();
+        if is_anonymous(principal) {
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "upstream `{upstream}` keeps per-user state (identity = \"per-principal\"): a caller without a verified identity cannot use it; authenticate first"
+                ),
+                None,
+            ));
+        }
+        Ok(Arc::from(format!(
+            "{upstream}{PRINCIPAL_KEY_SEPARATOR}{:032x}",
+            principal.as_u128()
+        )))
+    }
+
+    /// Whether `upstream` has sessions per principal ([`Identity::PerPrincipal`]).
+    pub fn is_per_principal(&self, upstream: &str) -> bool {
+        self.shared
+            .pool
+            .connector()
+            .upstream(upstream)
+            .is_some_and(|u| u.identity == Identity::PerPrincipal)
+    }
+
     /// The pool of upstream sessions.
     pub fn pool(&self) -> &Pool<McpConnector> {
         &self.shared.pool
@@ -188,10 +235,14 @@ impl Service<ToolCall> for PoolService {
                 None,
             ));
         };
+        let key = match self.session_key(&upstream, || call.principal()) {
+            Ok(key) => key,
+            Err(error) => return PoolFuture::failed(error),
+        };
         let params = upstream_params(&call, tool);
         let shared = Arc::clone(&self.shared);
         PoolFuture::forwarding(Box::pin(async move {
-            forward(&shared.pool, upstream, params, call).await
+            forward(&shared.pool, upstream, key, params, call).await
         }))
     }
 }
@@ -226,6 +277,7 @@ fn upstream_params(call: &ToolCall, tool: &str) -> CallToolRequestParams {
 async fn forward(
     pool: &Pool<McpConnector>,
     upstream: Arc<str>,
+    key: Arc<str>,
     params: CallToolRequestParams,
     call: ToolCall,
 ) -> Result<CallToolResponse, ErrorData> {
@@ -238,10 +290,10 @@ async fn forward(
     };
     let session = match call.cancellation() {
         Some(token) => tokio::select! {
-            session = pool.get(&upstream) => session,
+            session = pool.get(&key) => session,
             () = token.cancelled() => return Err(cancelled()),
         },
-        None => pool.get(&upstream).await,
+        None => pool.get(&key).await,
     }
     .map_err(|e| ErrorData::from(e.to_unavailable(&upstream)))?;
     match session.call_tool(params, call.context()).await {
@@ -266,4 +318,39 @@ fn unavailable(upstream: &str, error: UpstreamCallError) -> ErrorData {
         reason: error.to_string().into(),
     }
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn per_principal_upstreams_have_a_session_key_per_principal() {
+        let mut upstreams = BTreeMap::new();
+        upstreams.insert(
+            "shared".to_owned(),
+            UpstreamConfig::http("http://127.0.0.1:1/mcp"),
+        );
+        upstreams.insert(
+            "mine".to_owned(),
+            UpstreamConfig::http("http://127.0.0.1:1/mcp").with_identity(Identity::PerPrincipal),
+        );
+        let service = PoolService::from_config(&upstreams, PoolConfig::default()).unwrap();
+        let (shared, mine): (Arc<str>, Arc<str>) = ("shared".into(), "mine".into());
+        let alice = Principal::from_u128(0xa11ce);
+        let key = service
+            .session_key(&shared, || panic!("not asked for a shared upstream"))
+            .unwrap();
+        assert_eq!(key, shared);
+        let key = service.session_key(&mine, || alice).unwrap();
+        assert_eq!(key.as_ref(), "mine@000000000000000000000000000a11ce");
+        assert_ne!(
+            service
+                .session_key(&mine, || Principal::from_u128(0xb0b))
+                .unwrap(),
+            key
+        );
+        assert!(service.is_per_principal("mine") && !service.is_per_principal("shared"));
+        service.pool().shutdown().await;
+    }
 }
