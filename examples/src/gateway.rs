@@ -111,14 +111,17 @@ impl GatewayConfig {
         let mut config: GatewayConfig = Figment::from(Serialized::defaults(Self::default()))
             .merge(Toml::file_exact(path))
             .extract()
+            .map_err(mcp_tower::redact_figment_error)
             .with_context(|| format!("reading {}", path.display()))?;
         config.stack = Figment::from(Serialized::defaults(&config.stack))
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract()
+            .map_err(mcp_tower::redact_figment_error)
             .context("applying MCP_TOWER_* environment overrides")?;
         config.forward = Figment::from(Serialized::defaults(&config.forward))
             .merge(Env::prefixed(FORWARD_ENV_PREFIX))
             .extract()
+            .map_err(mcp_tower::redact_figment_error)
             .with_context(|| format!("applying {FORWARD_ENV_PREFIX}* environment overrides"))?;
         config.validate()?;
         Ok(config)
@@ -129,6 +132,7 @@ impl GatewayConfig {
         let config: GatewayConfig = Figment::from(Serialized::defaults(Self::default()))
             .merge(Toml::string(toml))
             .extract()
+            .map_err(mcp_tower::redact_figment_error)
             .context("reading the gateway configuration")?;
         config.validate()?;
         Ok(config)
@@ -334,6 +338,35 @@ mod tests {
         assert!(merged.resources.is_none(), "nothing no upstream declares");
         assert!(merged.completions.is_none());
         assert_eq!(union_capabilities([]), ServerCapabilities::default());
+    }
+
+    /// An upstream's `env` and `headers` hold credentials: a malformed one is named, its
+    /// value never printed (from a string or from a file).
+    #[test]
+    fn a_malformed_secret_is_named_but_never_printed() {
+        for (toml, key) in [
+            (
+                "[upstreams.a]\ncommand = \"x\"\nenv = { API_TOKEN = 98765432123 }",
+                "API_TOKEN",
+            ),
+            (
+                "[upstreams.a]\nurl = \"http://127.0.0.1:1/mcp\"\nheaders = { Authorization = 98765432123 }",
+                "Authorization",
+            ),
+        ] {
+            let err = format!("{:#}", GatewayConfig::from_toml_str(toml).unwrap_err());
+            assert!(err.contains(key), "the key is named: {err}");
+            assert!(!err.contains("98765432123"), "the value is printed: {err}");
+            figment::Jail::expect_with(|jail| {
+                jail.create_file("gateway.toml", toml)?;
+                let err = format!(
+                    "{:#}",
+                    GatewayConfig::load(Path::new("gateway.toml")).unwrap_err()
+                );
+                assert!(!err.contains("98765432123"), "the value is printed: {err}");
+                Ok(())
+            });
+        }
     }
 
     #[test]

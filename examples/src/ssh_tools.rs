@@ -55,8 +55,19 @@ use serde_json::json;
 pub fn load_config(path: &Path) -> anyhow::Result<SshConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the SSH hosts file {}", path.display()))?;
-    let config: SshConfig = toml::from_str(&text)
-        .with_context(|| format!("parsing the SSH hosts file {}", path.display()))?;
+    // The parser's own message quotes the offending line, which may hold a password: only
+    // its reason and position are shown.
+    let config: SshConfig = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        anyhow::anyhow!(
+            "parsing the SSH hosts file {}{}: {}",
+            path.display(),
+            line.map(|l| format!(", line {l}")).unwrap_or_default(),
+            e.message()
+        )
+    })?;
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
@@ -296,5 +307,34 @@ impl ServerHandler for SshTools {
                  ssh_exec runs a command (never cached or retried); ssh_read_file and \
                  sftp_download read files; sftp_upload writes one."
             ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A malformed hosts file is named with its line and reason; no credential in it is
+    /// printed, neither a mistyped password nor the line of a syntax error.
+    #[test]
+    fn a_bad_hosts_file_never_prints_a_credential() {
+        let dir = std::env::temp_dir().join(format!("ssh-tools-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases = [
+            "[hosts.box]\nhost = \"127.0.0.1\"\nuser = \"u\"\npassword = 424242424242\n",
+            "[hosts.box]\nhost = \"127.0.0.1\"\nuser = \"u\"\npassword = \"hunter2-424242424242\n",
+        ];
+        for (n, text) in cases.iter().enumerate() {
+            let path = dir.join(format!("hosts-{n}.toml"));
+            std::fs::write(&path, text).unwrap();
+            let err = format!("{:#}", load_config(&path).unwrap_err());
+            assert!(err.contains("hosts-"), "the file is named: {err}");
+            assert!(err.contains("line 4"), "the line is named: {err}");
+            assert!(
+                !err.contains("424242424242"),
+                "a credential is printed: {err}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -51,8 +51,47 @@ impl Serialize for Secret {
 }
 
 impl<'de> Deserialize<'de> for Secret {
+    /// A string. Anything else is refused *without* its value in the error (serde's own
+    /// message would quote a number or a boolean, and a mistyped secret is still one).
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        struct SecretVisitor;
+        impl serde::de::Visitor<'_> for SecretVisitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string (the value is not shown: it is a secret)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::invalid_type(
+                    serde::de::Unexpected::Other("a number"),
+                    &self,
+                ))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::invalid_type(
+                    serde::de::Unexpected::Other("a number"),
+                    &self,
+                ))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::invalid_type(
+                    serde::de::Unexpected::Other("a number"),
+                    &self,
+                ))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::invalid_type(
+                    serde::de::Unexpected::Other("a boolean"),
+                    &self,
+                ))
+            }
+        }
+        deserializer.deserialize_string(SecretVisitor)
     }
 }
 

@@ -219,11 +219,12 @@ fn template_prefix(template: &str) -> &str {
 fn forward_error(upstream: &str, error: UpstreamCallError) -> ErrorData {
     match error {
         UpstreamCallError::Upstream(error) => error,
-        other => ErrorData::from(mcp_tower::error::UpstreamUnavailable {
-            layer: mcp_tower::error::Layer::Pool,
-            upstream: upstream.to_owned(),
-            reason: other.to_string().into(),
-        }),
+        other => ErrorData::from(mcp_tower::error::UpstreamUnavailable::with_detail(
+            mcp_tower::error::Layer::Pool,
+            upstream,
+            other.reason(),
+            &other,
+        )),
     }
 }
 

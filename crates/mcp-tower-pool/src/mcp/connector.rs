@@ -126,6 +126,18 @@ pub enum UpstreamCallError {
 }
 
 impl UpstreamCallError {
+    /// A short, fixed reason a client may read (the error's own text may carry addresses
+    /// or the upstream's words: it goes to the log).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Transport(_) => "the connection was lost",
+            Self::Upstream(_) => "it answered with an error",
+            Self::UpstreamCancelled(_) => "it cancelled the call",
+            Self::Cancelled => "the caller cancelled",
+            Self::Unexpected => "it answered unexpectedly",
+        }
+    }
+
     fn from_service(error: ServiceError) -> Self {
         match error {
             ServiceError::McpError(e)

@@ -312,12 +312,7 @@ async fn forward(
 }
 
 fn unavailable(upstream: &str, error: UpstreamCallError) -> ErrorData {
-    UpstreamUnavailable {
-        layer: Layer::Pool,
-        upstream: upstream.to_owned(),
-        reason: error.to_string().into(),
-    }
-    .into()
+    UpstreamUnavailable::with_detail(Layer::Pool, upstream, error.reason(), &error).into()
 }
 
 #[cfg(test)]
