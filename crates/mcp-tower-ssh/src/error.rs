@@ -334,6 +334,20 @@ impl SshError {
         }
     }
 
+    /// The core's upstream-unavailable error for profile `host`, whose message carries
+    /// [`client_message`](Self::client_message): built from the code and profile names
+    /// only (the core would replace any reason built at run time with a generic one).
+    fn unavailable(&self, host: &str) -> rmcp::ErrorData {
+        let mut error: rmcp::ErrorData =
+            UpstreamUnavailable::new(Layer::Pool, host, UpstreamUnavailable::UNREACHABLE).into();
+        error.message = format!(
+            "upstream `{host}` is unavailable: {}",
+            self.client_message()
+        )
+        .into();
+        error
+    }
+
     /// The error an MCP client gets for it from tool `tool`: [`TimedOut`] for a timeout,
     /// [`Busy`] when too many downloads run, [`UpstreamUnavailable`] (naming the host's
     /// profile) when the host could not be reached or the connection dropped,
@@ -358,23 +372,13 @@ impl SshError {
                 retry_after: BUSY_RETRY_AFTER,
             }
             .into(),
-            SshError::Pool(e) => UpstreamUnavailable {
-                layer: Layer::Pool,
-                upstream: e.key().unwrap_or("ssh").to_owned(),
-                reason: self.client_message().into(),
-            }
-            .into(),
+            SshError::Pool(e) => self.unavailable(e.key().unwrap_or("ssh")),
             SshError::Connect { host, .. }
             | SshError::Disconnected { host, .. }
             | SshError::Handshake { host, .. }
             | SshError::HostKey { host, .. }
             | SshError::HostCertificate { host }
-            | SshError::Auth { host, .. } => UpstreamUnavailable {
-                layer: Layer::Pool,
-                upstream: host.clone(),
-                reason: self.client_message().into(),
-            }
-            .into(),
+            | SshError::Auth { host, .. } => self.unavailable(host),
             SshError::UnknownHost { .. } => {
                 rmcp::ErrorData::invalid_params(self.client_message(), None)
             }

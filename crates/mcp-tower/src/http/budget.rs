@@ -9,15 +9,13 @@ use std::{
 use axum::{
     body::{Body, Bytes},
     extract::{Request, State},
-    http::{HeaderValue, StatusCode, header},
+    http::header,
     middleware::Next,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use http_body::{Frame, SizeHint};
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use crate::error::codes;
 
 /// The budget is counted in units of this many bytes (a semaphore has at most
 /// `u32::MAX` permits per acquisition).
@@ -94,27 +92,14 @@ pub async fn limit_bodies(
 }
 
 fn full(budget: &BodyBudget) -> Response {
-    let body = json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": {
-            "code": codes::BUSY.0,
-            "message": format!(
-                "the server is handling {} bytes of requests, its limit (`http.max_body_bytes_in_flight`); retry in {RETRY_AFTER_SECS} s",
-                budget.total() - budget.available()
-            ),
-            "data": {
-                "layer": "http", "kind": "busy", "transient": false,
-                "retryAfterMs": RETRY_AFTER_SECS * 1000,
-                "maxBodyBytesInFlight": budget.total()
-            }
-        }
-    });
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    response
+    super::busy_response(
+        format!(
+            "the server is handling {} bytes of requests, its limit (`http.max_body_bytes_in_flight`); retry in {RETRY_AFTER_SECS} s",
+            budget.total() - budget.available()
+        ),
+        RETRY_AFTER_SECS,
+        json!({"maxBodyBytesInFlight": budget.total()}),
+    )
 }
 
 /// A response body that holds its request's share of the budget until it ends or is

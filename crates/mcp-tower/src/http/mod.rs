@@ -35,7 +35,12 @@ mod sessions;
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
-use axum::{Router, middleware};
+use axum::{
+    Router,
+    http::{HeaderValue, StatusCode, header},
+    middleware,
+    response::{IntoResponse, Response},
+};
 use rmcp::{
     ServerHandler,
     transport::streamable_http_server::{
@@ -237,6 +242,28 @@ impl Bound {
         }
         Ok(())
     }
+}
+
+/// A request the edge turns away before rmcp sees it: 503 with `Retry-After` and the
+/// project's busy error (`data` adds to `layer`, `kind`, `transient`, `retryAfterMs`).
+fn busy_response(message: String, retry_after_secs: u64, data: serde_json::Value) -> Response {
+    let mut full = serde_json::json!({
+        "layer": "http", "kind": "busy", "transient": false,
+        "retryAfterMs": retry_after_secs * 1000,
+    });
+    if let (Some(full), serde_json::Value::Object(more)) = (full.as_object_mut(), data) {
+        full.extend(more);
+    }
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": crate::error::codes::BUSY.0, "message": message, "data": full},
+    });
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
 }
 
 async fn serve_on(

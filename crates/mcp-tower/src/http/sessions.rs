@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{
     body::{Body, to_bytes},
     extract::{Request, State},
-    http::{HeaderValue, Method, StatusCode, header},
+    http::{Method, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -20,8 +20,6 @@ use rmcp::{
     },
 };
 use serde_json::json;
-
-use crate::error::codes;
 
 /// How long a client turned away by the cap is told to wait.
 const RETRY_AFTER_SECS: u64 = 5;
@@ -76,25 +74,13 @@ fn is_initialize(body: &[u8]) -> bool {
 }
 
 fn full(live: usize, max: usize) -> Response {
-    let body = json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": {
-            "code": codes::BUSY.0,
-            "message": format!(
-                "the server has {live} live sessions, its limit (`http.sessions.max = {max}`); retry in {RETRY_AFTER_SECS} s, or use the stateless 2026-07-28 protocol"
-            ),
-            "data": {
-                "layer": "http", "kind": "busy", "transient": false,
-                "retryAfterMs": RETRY_AFTER_SECS * 1000, "sessions": live, "maxSessions": max
-            }
-        }
-    });
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
-    response
+    super::busy_response(
+        format!(
+            "the server has {live} live sessions, its limit (`http.sessions.max = {max}`); retry in {RETRY_AFTER_SECS} s, or use the stateless 2026-07-28 protocol"
+        ),
+        RETRY_AFTER_SECS,
+        json!({"sessions": live, "maxSessions": max}),
+    )
 }
 
 /// The middleware: an `initialize` that would open a session beyond the cap gets 503 with
