@@ -343,6 +343,7 @@ mod tests {
     /// An upstream's `env` and `headers` hold credentials: a malformed one is named, its
     /// value never printed (from a string or from a file).
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn a_malformed_secret_is_named_but_never_printed() {
         for (toml, key) in [
             (
