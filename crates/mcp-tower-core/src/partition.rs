@@ -145,8 +145,8 @@ pub trait Partitioner: Send + Sync + fmt::Debug + 'static {
 
 /// The default [`Partitioner`]: the edge's [`AuthenticatedName`], else a non-empty
 /// `Authorization` header's digest, else a [`VerifiedSession`], else
-/// [`Principal::ANONYMOUS`] on HTTP and [`Principal::LOCAL`] without HTTP (stdio). See
-/// the [module documentation](self).
+/// [`Principal::ANONYMOUS`] on HTTP and [`Principal::LOCAL`] without HTTP (stdio). Every
+/// credential is digested with the secret; none is kept.
 #[derive(Debug, Clone, Copy)]
 pub struct DefaultPartitioner {
     secret: KeySecret,
