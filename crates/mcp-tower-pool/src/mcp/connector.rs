@@ -54,8 +54,8 @@ use super::{
     outbox::PeerOutbox,
     progress::{ProgressRoute, ProgressRoutes},
     relay::{
-        Attribution, Downstream, Marked, RelayCounters, RelayReport, RelayStats, Relayed, Relays,
-        RouteMark,
+        Attribution, Downstream, Marked, PendingLogs, RelayCounters, RelayReport, RelayStats,
+        Relayed, Relays, RouteMark,
     },
 };
 use crate::Connector;
@@ -460,11 +460,13 @@ impl McpSession {
         // request's id and progress token to it before writing the request, so nothing the
         // upstream sends about it can arrive first.
         let (relay_tx, mut relayed) = mpsc::channel::<Relayed>(4);
+        let logs = Arc::<PendingLogs>::default();
         let mut request = request;
         let _route = downstream.map(|cx| {
             let mark = self.relays.open(Downstream {
                 peer: cx.peer.clone(),
                 requests: relay_tx,
+                logs: Arc::clone(&logs),
             });
             request.extensions_mut().insert(mark);
             Route {
@@ -533,6 +535,10 @@ impl McpSession {
             self.progress
                 .settle(&handle_token, PROGRESS_SETTLE_BOUND)
                 .await;
+        }
+        if downstream.is_some() {
+            // So do the log messages it sent before its answer.
+            logs.settle(PROGRESS_SETTLE_BOUND).await;
         }
         guard.disarm();
         result.map_err(UpstreamCallError::from_service)

@@ -183,6 +183,44 @@ pub(crate) struct Relayed {
 pub(crate) struct Downstream {
     pub(crate) peer: Peer<RoleServer>,
     pub(crate) requests: mpsc::Sender<Relayed>,
+    /// Log messages attributed to the request and not yet handed to its client.
+    pub(crate) logs: Arc<PendingLogs>,
+}
+
+/// The log messages of one request that were received (and attributed, in wire order, before
+/// the request's answer) but not yet delivered: the request's future waits for them before
+/// it answers its caller, so a log the upstream sent before its answer reaches the caller
+/// before the answer too (on a legacy session, the request's stream closes with the answer).
+#[derive(Debug, Default)]
+pub(crate) struct PendingLogs {
+    count: std::sync::atomic::AtomicUsize,
+    delivered: tokio::sync::Notify,
+}
+
+impl PendingLogs {
+    fn received(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn delivered(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.delivered.notify_waiters();
+        }
+    }
+
+    /// Waits until every log received so far is delivered, for at most `bound`.
+    pub(crate) async fn settle(&self, bound: std::time::Duration) {
+        let _ = tokio::time::timeout(bound, async {
+            loop {
+                let notified = self.delivered.notified();
+                if self.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
 }
 
 /// Which of the gateway's requests a server→client request or log message belongs to, as
@@ -313,6 +351,9 @@ impl Relays {
                         .and_then(|id| self.by_id(&id))
                         .or_else(|| progress_token(&meta.0).and_then(|t| self.by_token(&t)))
                 });
+                if let Some(downstream) = &downstream {
+                    downstream.logs.received();
+                }
                 Attribution {
                     named: None,
                     downstream,
@@ -398,6 +439,7 @@ impl Relays {
         if let Err(error) = downstream.peer.notify_logging_message(params).await {
             tracing::debug!(%error, "could not forward an upstream log message");
         }
+        downstream.logs.delivered();
     }
 
     #[cfg(test)]
@@ -535,6 +577,41 @@ mod tests {
     struct Nothing;
     impl rmcp::ServerHandler for Nothing {}
 
+    /// A log attributed on receipt holds its request's answer until it is delivered (or
+    /// the bound passes): on a legacy session the request's stream closes with the answer.
+    #[tokio::test(start_paused = true)]
+    async fn an_attributed_log_holds_the_answer_until_it_is_delivered() {
+        let logs = Arc::new(PendingLogs::default());
+        logs.settle(std::time::Duration::from_secs(60)).await; // nothing pending: at once
+        assert_eq!(
+            tokio::time::Instant::now().elapsed(),
+            std::time::Duration::ZERO
+        );
+        logs.received();
+        logs.received();
+        let waiting = tokio::spawn({
+            let logs = Arc::clone(&logs);
+            async move { logs.settle(std::time::Duration::from_secs(60)).await }
+        });
+        tokio::task::yield_now().await;
+        logs.delivered();
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one log is still on its way");
+        let started = tokio::time::Instant::now();
+        logs.delivered();
+        waiting.await.unwrap();
+        assert_eq!(
+            started.elapsed(),
+            std::time::Duration::ZERO,
+            "released at delivery"
+        );
+        // A log that never comes holds the answer for the bound only.
+        logs.received();
+        let started = tokio::time::Instant::now();
+        logs.settle(std::time::Duration::from_millis(500)).await;
+        assert_eq!(started.elapsed(), std::time::Duration::from_millis(500));
+    }
+
     #[tokio::test]
     async fn a_closed_route_stays_unbound_and_closing_unbinds() {
         let relays = Relays::new(Arc::default());
@@ -545,6 +622,7 @@ mod tests {
         let downstream = Downstream {
             peer: running.peer().clone(),
             requests,
+            logs: Arc::default(),
         };
         let open = relays.open(downstream.clone());
         relays.bind(open, RequestId::Number(1), Some(token.clone()));
