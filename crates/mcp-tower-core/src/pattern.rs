@@ -226,6 +226,33 @@ pub(crate) mod tests {
         }
     }
 
+    /// The obvious recursive matcher, to check the iterative one against.
+    fn reference(pattern: &[char], name: &[char]) -> bool {
+        match pattern.split_first() {
+            None => name.is_empty(),
+            Some(('*', rest)) => (0..=name.len()).any(|i| reference(rest, &name[i..])),
+            Some((&c, rest)) => name
+                .split_first()
+                .is_some_and(|(&n, tail)| (c == '?' || c == n) && reference(rest, tail)),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matching_agrees_with_the_reference(
+            pattern in "[ab_*?]{1,8}",
+            name in "[ab_é]{0,10}",
+        ) {
+            let Ok(parsed) = ToolPattern::parse(&pattern) else {
+                proptest::prop_assert!(pattern.contains("**"));
+                return Ok(());
+            };
+            let p: Vec<char> = pattern.chars().collect();
+            let n: Vec<char> = name.chars().collect();
+            proptest::prop_assert_eq!(parsed.matches(&name), reference(&p, &n));
+        }
+    }
+
     #[test]
     fn invalid_keys_are_rejected() {
         assert_eq!(ToolPattern::parse(""), Err(ToolPatternError::Empty));

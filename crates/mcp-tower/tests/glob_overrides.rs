@@ -142,3 +142,33 @@ fn an_invalid_glob_from_code_fails_the_build_naming_the_key() {
          `*` already matches any run of characters (`__` included)"
     );
 }
+
+proptest::proptest! {
+    /// Whatever the keys, a configuration either fails validation because a key is not a
+    /// valid pattern, or builds a policy table (which panics on an invalid key) cleanly.
+    #[test]
+    fn validation_guards_every_key_the_table_would_refuse(
+        keys in proptest::collection::vec("[a-z_*?\\[\\]{}\\\\.]{0,6}", 1..5),
+    ) {
+        let mut config = StackConfig::default();
+        for key in &keys {
+            config
+                .tools
+                .insert(key.clone(), ToolOverride::default().with_cache(true));
+        }
+        let invalid = keys.iter().any(|k| mcp_tower::ToolPattern::parse(k).is_err());
+        match config.validate() {
+            Ok(()) => {
+                proptest::prop_assert!(!invalid);
+                let table = mcp_tower::PolicyTable::default()
+                    .with_overrides(&config.tools)
+                    .with_tools([tool("ab", false)]);
+                proptest::prop_assert!(table.resolve("ab").tool.is_some());
+            }
+            Err(err) => {
+                proptest::prop_assert!(invalid, "{err}");
+                proptest::prop_assert!(err.to_string().contains("tools."), "{err}");
+            }
+        }
+    }
+}
