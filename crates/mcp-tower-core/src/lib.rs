@@ -9,7 +9,7 @@
 //!   Every layer is a `Service<ToolCall, Response = CallToolResponse, Error = rmcp::ErrorData>`.
 //! - [`CallKey`]: a 128-bit keyed hash of tool, canonical arguments and partition.
 //! - [`ToolPolicy`] and [`PolicyTable`]: what a layer may do with a tool, from its MCP
-//!   annotations and per-tool overrides.
+//!   annotations and per-tool overrides (by exact name or glob: [`ToolPattern`]).
 //! - [`Partitioner`] and [`CacheScope`]: whose calls may share results.
 //! - [`error`]: every error a layer raises, each with a stable code.
 //! - [`HandlerService`]: the innermost service, calling the user's `ServerHandler`.
@@ -44,6 +44,7 @@ mod handler;
 mod key;
 pub mod meta;
 mod partition;
+mod pattern;
 mod policy;
 mod report;
 #[cfg(feature = "testing")]
@@ -58,6 +59,7 @@ pub use partition::{
     Anonymous, AuthenticatedName, DefaultPartitioner, Partitioner, Principal, SESSION_ID_HEADER,
     VerifiedSession,
 };
+pub use pattern::{ToolPattern, ToolPatternError};
 pub use policy::{CacheScope, PolicyDefaults, PolicyTable, ToolId, ToolOverride, ToolPolicy};
 pub use report::{Figure, FigureKind, LayerReport};
 

@@ -9,9 +9,9 @@
 //! | `idempotentHint: true` (not read-only) | no | yes | yes |
 //! | anything else, or no annotations | no | no | no |
 //!
-//! A [`ToolOverride`] per tool name (from code, TOML or env through the facade's
-//! `StackConfig`) changes any of it. A tool the table does not know gets the most
-//! conservative policy: nothing cached, shared or retried.
+//! A [`ToolOverride`] per tool name or glob ([`ToolPattern`]; from code, TOML or env
+//! through the facade's `StackConfig`) changes any of it. A tool the table does not know
+//! gets the most conservative policy: nothing cached, shared or retried.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -26,6 +26,8 @@ use std::{
 use arc_swap::ArcSwap;
 use rmcp::model::{Tool, ToolAnnotations};
 use serde::{Deserialize, Serialize};
+
+use crate::{ToolPattern, ToolPatternError};
 
 /// Whose calls may share a tool's results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -143,6 +145,41 @@ impl ToolOverride {
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// This override with the fields it does not set taken from `fallback`, a less
+    /// specific override of the same tool (how [`PolicyTable`] merges the overrides that
+    /// match a tool, most specific first).
+    ///
+    /// Every field comes from the first of the two that sets it, except that `cache` and
+    /// `cache_ttl` together decide *whether* the tool is cached: an override that sets
+    /// `cache_ttl` without `cache` counts as `cache = true`. So a less specific
+    /// `cache = false` does not turn off a more specific override's `cache_ttl`, while a
+    /// more specific `cache = true` keeps a less specific override's `cache_ttl`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mcp_tower_core::ToolOverride;
+    ///
+    /// let exact = ToolOverride::default().with_cache_ttl(Duration::from_secs(60));
+    /// let glob = ToolOverride::default().with_cache(false).with_max_concurrency(4);
+    /// let merged = exact.with_fallback(&glob);
+    /// assert_eq!(merged.cache, Some(true), "the exact TTL turns caching on");
+    /// assert_eq!(merged.cache_ttl, Some(Duration::from_secs(60)));
+    /// assert_eq!(merged.max_concurrency, Some(4), "unset here, taken from the glob");
+    /// ```
+    pub fn with_fallback(self, fallback: &ToolOverride) -> Self {
+        let decides = |o: &ToolOverride| o.cache.or(o.cache_ttl.map(|_| true));
+        Self {
+            cache: decides(&self).or_else(|| decides(fallback)),
+            cache_ttl: self.cache_ttl.or(fallback.cache_ttl),
+            scope: self.scope.or(fallback.scope),
+            dedup: self.dedup.or(fallback.dedup),
+            retry: self.retry.or(fallback.retry),
+            retry_on_tool_error: self.retry_on_tool_error.or(fallback.retry_on_tool_error),
+            max_concurrency: self.max_concurrency.or(fallback.max_concurrency),
+            timeout: self.timeout.or(fallback.timeout),
+        }
     }
 }
 
@@ -267,7 +304,7 @@ impl ToolPolicy {
 
 type ToolLookup = dyn Fn(&str) -> Option<Tool> + Send + Sync;
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct TableState {
     by_name: HashMap<Arc<str>, Arc<ToolPolicy>>,
     /// Tool names by [`ToolId`]; ids are never reused.
@@ -281,9 +318,9 @@ struct TableState {
 ///
 /// Tools become known from a tool list ([`PolicyTable::with_tools`],
 /// [`PolicyTable::observe_tools`] — `LayeredServer` feeds it every `tools/list` result),
-/// from a lookup function (rmcp's `ServerHandler::get_tool`), or by being named in the
-/// overrides. Anything else resolves to the conservative policy without growing the table,
-/// so made-up tool names cost nothing.
+/// from a lookup function (rmcp's `ServerHandler::get_tool`), or by being named exactly in
+/// the overrides. Anything else resolves to the conservative policy without growing the
+/// table, so made-up tool names cost nothing.
 ///
 /// ```
 /// use std::time::Duration;
@@ -298,9 +335,52 @@ struct TableState {
 /// assert_eq!(table.resolve("weather").cache_ttl, Some(Duration::from_secs(300)));
 /// assert!(!table.resolve("no_such_tool").cacheable());
 /// ```
+///
+/// # Overrides by glob
+///
+/// An override's key may be a glob ([`ToolPattern`]: `*` matches any run of characters,
+/// `?` one character), like `github__*`. A glob changes the policy of the known tools it
+/// matches; it never makes a tool known, so a made-up name that matches it still gets the
+/// conservative policy (nothing cached, whatever the glob says).
+///
+/// When several overrides match a tool, each field comes from the most specific one that
+/// sets it ([`ToolOverride::with_fallback`]): the exact name first, then the globs in
+/// [`ToolPattern::cmp_specificity`] order (more literal characters, then more `?`, then
+/// fewer `*`, then the lexicographically smaller pattern). Globs are matched when a tool's
+/// policy is derived (the tool becomes known, its annotations change, an override is
+/// added), never per call: [`PolicyTable::resolve`] stays one hash lookup.
+///
+/// A glob sets each matching tool's own policy: `max_concurrency = 4` on `github__*` lets
+/// every matching tool run 4 calls at once; it is not one limit shared by the group.
+///
+/// ```
+/// use std::time::Duration;
+/// use mcp_tower_core::{PolicyTable, ToolOverride};
+/// use rmcp::model::{Tool, ToolAnnotations};
+///
+/// let read_only = |name: &'static str| {
+///     Tool::new(name, "A GitHub tool", rmcp::object!({"type": "object"}))
+///         .with_annotations(ToolAnnotations::new().read_only(true))
+/// };
+/// let five_minutes = Duration::from_secs(300);
+/// let table = PolicyTable::default()
+///     .with_override("github__*", ToolOverride::default()
+///         .with_cache_ttl(five_minutes)
+///         .with_max_concurrency(4))
+///     .with_override("github__search", ToolOverride::default().with_cache_ttl(Duration::from_secs(10)))
+///     .with_tools([read_only("github__search"), read_only("github__issues")]);
+/// assert_eq!(table.resolve("github__issues").cache_ttl, Some(five_minutes));
+/// let search = table.resolve("github__search");
+/// assert_eq!(search.cache_ttl, Some(Duration::from_secs(10)), "the exact name wins");
+/// assert_eq!(search.max_concurrency, Some(4), "a field it does not set comes from the glob");
+/// assert!(!table.resolve("github__made_up").cacheable(), "globs make no tool known");
+/// ```
 pub struct PolicyTable {
     defaults: PolicyDefaults,
+    /// Overrides by exact tool name.
     overrides: BTreeMap<String, ToolOverride>,
+    /// Overrides by glob, most specific first ([`ToolPattern::cmp_specificity`]).
+    globs: Vec<(ToolPattern, ToolOverride)>,
     state: ArcSwap<TableState>,
     update: Mutex<()>,
     unknown: Arc<ToolPolicy>,
@@ -315,6 +395,14 @@ impl fmt::Debug for PolicyTable {
             .field("defaults", &self.defaults)
             .field("tools", &state.names)
             .field("overrides", &self.overrides.keys().collect::<Vec<_>>())
+            .field(
+                "glob_overrides",
+                &self
+                    .globs
+                    .iter()
+                    .map(|(p, _)| p.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .field("lookup", &self.lookup.is_some())
             .field("generation", &self.generation())
             .finish()
@@ -334,6 +422,7 @@ impl PolicyTable {
         Self {
             defaults,
             overrides: BTreeMap::new(),
+            globs: Vec::new(),
             state: ArcSwap::from_pointee(TableState::default()),
             update: Mutex::new(()),
             unknown,
@@ -342,19 +431,56 @@ impl PolicyTable {
         }
     }
 
-    /// Adds an override for `tool`. A tool named in an override is known to the table even
-    /// before any tool list mentions it (its base policy is then the conservative one).
-    pub fn with_override(mut self, tool: impl Into<String>, o: ToolOverride) -> Self {
+    /// Adds an override for `tool`, an exact tool name or a glob ([`ToolPattern`]); an
+    /// override with the same key replaces the earlier one.
+    ///
+    /// A tool named exactly in an override is known to the table even before any tool list
+    /// mentions it (its base policy is then the conservative one). A glob applies to the
+    /// known tools it matches and makes none known.
+    ///
+    /// # Panics
+    ///
+    /// If `tool` is not a valid key ([`ToolPattern::parse`]: empty, with `**`, or with a
+    /// reserved character). [`PolicyTable::try_with_override`] returns the error instead;
+    /// the facade's `StackConfig` rejects such keys before building a table.
+    pub fn with_override(self, tool: impl Into<String>, o: ToolOverride) -> Self {
+        let tool: String = tool.into();
+        match self.try_with_override(tool.as_str(), o) {
+            Ok(table) => table,
+            Err(error) => panic!("invalid tool override key {tool:?}: {error}"),
+        }
+    }
+
+    /// Adds an override for `tool` like [`PolicyTable::with_override`], or says why `tool`
+    /// is not a valid key.
+    pub fn try_with_override(
+        mut self,
+        tool: impl Into<String>,
+        o: ToolOverride,
+    ) -> Result<Self, ToolPatternError> {
         let name: String = tool.into();
+        let pattern = ToolPattern::parse(&name)?;
+        if pattern.is_glob() {
+            self.globs.retain(|(p, _)| *p != pattern);
+            self.globs.push((pattern, o));
+            self.globs.sort_by(|(a, _), (b, _)| a.cmp_specificity(b));
+            // Every known tool the glob matches changes; re-derive them all at once.
+            self.rederive_all();
+            return Ok(self);
+        }
         self.overrides.insert(name.clone(), o);
         // Re-derive (keeping any annotations already seen), so overrides may be given
         // before or after the tools.
         self.upsert(&name, None, true);
         self.look_up_override(&name);
-        self
+        Ok(self)
     }
 
     /// Adds every override of `overrides`.
+    ///
+    /// # Panics
+    ///
+    /// If a key is not valid, like [`PolicyTable::with_override`].
     pub fn with_overrides<'a>(
         mut self,
         overrides: impl IntoIterator<Item = (&'a String, &'a ToolOverride)>,
@@ -407,6 +533,26 @@ impl PolicyTable {
     /// The stack-wide defaults.
     pub fn defaults(&self) -> &PolicyDefaults {
         &self.defaults
+    }
+
+    /// The override a tool named `tool` gets: its exact-name override merged with every
+    /// glob that matches it, most specific first ([`ToolOverride::with_fallback`]); `None`
+    /// when none applies.
+    ///
+    /// This computes the merge (it matches every glob), for diagnostics and tests; the hot
+    /// path reads the policy derived from it once per tool ([`PolicyTable::resolve`]). A
+    /// name the table does not know gets the conservative policy whatever this returns.
+    pub fn effective_override(&self, tool: &str) -> Option<ToolOverride> {
+        let mut merged = self.overrides.get(tool).cloned();
+        for (pattern, o) in &self.globs {
+            if pattern.matches(tool) {
+                merged = Some(match merged {
+                    Some(more_specific) => more_specific.with_fallback(o),
+                    None => o.clone(),
+                });
+            }
+        }
+        merged
     }
 
     /// The policy of `tool`: its own when known, else the conservative one.
@@ -485,36 +631,59 @@ impl PolicyTable {
             .update
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let current = self.state.load_full();
-        let mut by_name = current.by_name.clone();
-        let mut names = current.names.clone();
-        let mut seen = current.seen.clone();
+        let mut next = TableState::clone(&self.state.load());
+        let policy = self.derive(&mut next, name, annotations, from_override);
+        self.state.store(Arc::new(next));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        policy
+    }
 
-        let (id, key) = match names.iter().position(|n| n.as_ref() == name) {
-            Some(index) => (ToolId(index as u32), Arc::clone(&names[index])),
+    /// Re-derives every known tool's policy (after a glob override was added), keeping
+    /// their ids and the annotations seen.
+    fn rederive_all(&self) {
+        let _guard = self
+            .update
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut next = TableState::clone(&self.state.load());
+        if next.names.is_empty() {
+            return;
+        }
+        for name in next.names.clone() {
+            self.derive(&mut next, &name, None, true);
+        }
+        self.state.store(Arc::new(next));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Derives `name`'s policy into `state` (adding the tool if new): its annotations
+    /// (these, unless `from_override`, else the ones last seen), then its overrides.
+    fn derive(
+        &self,
+        state: &mut TableState,
+        name: &str,
+        annotations: Option<&ToolAnnotations>,
+        from_override: bool,
+    ) -> Arc<ToolPolicy> {
+        let (id, key) = match state.by_name.get(name).and_then(|p| p.tool.clone()) {
+            Some(known) => known,
             None => {
                 let key: Arc<str> = Arc::from(name);
-                names.push(Arc::clone(&key));
-                (ToolId(names.len() as u32 - 1), key)
+                state.names.push(Arc::clone(&key));
+                (ToolId(state.names.len() as u32 - 1), key)
             }
         };
         if !from_override {
-            seen.insert(Arc::clone(&key), annotations.cloned());
+            state.seen.insert(Arc::clone(&key), annotations.cloned());
         }
-        let annotations = seen.get(&key).cloned().flatten();
+        let annotations = state.seen.get(&key).cloned().flatten();
         let mut policy = ToolPolicy::from_annotations(annotations.as_ref(), &self.defaults);
-        if let Some(o) = self.overrides.get(name) {
-            policy = policy.with_override(o, &self.defaults);
+        if let Some(o) = self.effective_override(name) {
+            policy = policy.with_override(&o, &self.defaults);
         }
         policy.tool = Some((id, Arc::clone(&key)));
         let policy = Arc::new(policy);
-        by_name.insert(key, Arc::clone(&policy));
-        self.state.store(Arc::new(TableState {
-            by_name,
-            names,
-            seen,
-        }));
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        state.by_name.insert(key, Arc::clone(&policy));
         policy
     }
 }
@@ -715,6 +884,255 @@ mod tests {
         for (i, p) in t.policies().iter().enumerate() {
             assert_eq!(p.tool_id().map(ToolId::index), Some(i));
         }
+    }
+
+    fn read_only(name: &'static str) -> Tool {
+        tool(name, Some(ToolAnnotations::new().read_only(true)))
+    }
+
+    const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+    /// `*`, `github__*` and `github__search`, given in `order`, with three read-only tools.
+    fn layered(order: &[usize], tools_first: bool) -> PolicyTable {
+        let overrides = [
+            (
+                "*",
+                ToolOverride::default()
+                    .with_scope(CacheScope::Public)
+                    .with_retry(false)
+                    .with_timeout(SECS(1)),
+            ),
+            (
+                "github__*",
+                ToolOverride::default()
+                    .with_cache_ttl(SECS(300))
+                    .with_scope(CacheScope::Private)
+                    .with_max_concurrency(4),
+            ),
+            (
+                "github__search",
+                ToolOverride::default().with_cache_ttl(SECS(10)),
+            ),
+        ];
+        let tools = [
+            read_only("github__search"),
+            read_only("github__issues"),
+            read_only("slack__post"),
+        ];
+        let mut table = PolicyTable::default();
+        if tools_first {
+            table = table.with_tools(tools.clone());
+        }
+        for &i in order {
+            let (key, o) = &overrides[i];
+            table = table.with_override(*key, o.clone());
+        }
+        if !tools_first {
+            table = table.with_tools(tools);
+        }
+        table
+    }
+
+    #[test]
+    fn the_most_specific_override_wins_field_by_field() {
+        let t = layered(&[0, 1, 2], false);
+        let search = t.resolve("github__search");
+        assert_eq!(search.cache_ttl, Some(SECS(10)), "exact beats github__*");
+        assert_eq!(
+            search.max_concurrency,
+            Some(4),
+            "unset by the exact: github__*"
+        );
+        assert_eq!(search.scope, CacheScope::Private, "github__* beats *");
+        assert_eq!(search.timeout, Some(SECS(1)), "set only by *");
+        assert!(
+            !search.retry && search.dedup,
+            "* turns retry off, dedup untouched"
+        );
+        assert_eq!(search.label(), "github__search");
+
+        let issues = t.resolve("github__issues");
+        assert_eq!(issues.cache_ttl, Some(SECS(300)));
+        assert_eq!(issues.max_concurrency, Some(4));
+        assert_eq!(issues.scope, CacheScope::Private);
+        assert_eq!(issues.timeout, Some(SECS(1)));
+
+        let slack = t.resolve("slack__post");
+        assert_eq!(slack.cache_ttl, Some(PolicyDefaults::default().cache_ttl));
+        assert_eq!(slack.scope, CacheScope::Public);
+        assert_eq!(slack.max_concurrency, None);
+        assert!(!slack.retry);
+
+        // Neither the order of the overrides nor whether tools came first changes a thing.
+        let reference: Vec<_> = t.policies();
+        for (order, tools_first) in [
+            (&[2, 1, 0][..], false),
+            (&[1, 2, 0], true),
+            (&[0, 2, 1], true),
+        ] {
+            assert_eq!(
+                layered(order, tools_first).policies(),
+                reference,
+                "{order:?} {tools_first}"
+            );
+        }
+    }
+
+    #[test]
+    fn cache_and_cache_ttl_decide_together() {
+        let t = |glob: ToolOverride, exact: ToolOverride| {
+            PolicyTable::default()
+                .with_override("gh_*", glob)
+                .with_override("gh_write", exact)
+                .with_tools([tool("gh_write", None)])
+                .resolve("gh_write")
+                .cache_ttl
+        };
+        let on = ToolOverride::default().with_cache(true);
+        let off = ToolOverride::default().with_cache(false);
+        let ttl = |s| ToolOverride::default().with_cache_ttl(SECS(s));
+        // A more specific TTL turns caching on over a less specific `cache = false`.
+        assert_eq!(t(off.clone(), ttl(7)), Some(SECS(7)));
+        // A more specific `cache = true` keeps a less specific TTL.
+        assert_eq!(t(ttl(300), on), Some(SECS(300)));
+        // A more specific `cache = false` wins over a less specific TTL.
+        assert_eq!(t(ttl(300), off.clone()), None);
+        // Both in one override: `false` wins, as without globs.
+        assert_eq!(t(ttl(300), off.clone().with_cache_ttl(SECS(5))), None);
+        // Between globs too: the more specific decides.
+        let globs = PolicyTable::default()
+            .with_override("*", ttl(300))
+            .with_override("gh_*", off)
+            .with_override("x*", ToolOverride::default().with_dedup(true))
+            .with_tools([read_only("gh_read"), read_only("x_read")]);
+        assert!(!globs.resolve("gh_read").cacheable());
+        assert_eq!(globs.resolve("x_read").cache_ttl, Some(SECS(300)));
+    }
+
+    #[test]
+    fn equally_specific_globs_are_ordered_by_text_not_declaration() {
+        for flip in [false, true] {
+            let mut overrides = vec![
+                ("github__*", ToolOverride::default().with_cache_ttl(SECS(1))),
+                ("*__search", ToolOverride::default().with_cache_ttl(SECS(2))),
+                ("gith?b__*", ToolOverride::default().with_cache_ttl(SECS(3))),
+            ];
+            if flip {
+                overrides.reverse();
+            }
+            let mut t = PolicyTable::default().with_tools([read_only("github__search")]);
+            for (key, o) in overrides {
+                t = t.with_override(key, o);
+            }
+            // `gith?b__*` has 7 literals, the others 8: it loses first. Between
+            // `*__search` and `github__*`, `*` sorts before `g`.
+            assert_eq!(t.resolve("github__search").cache_ttl, Some(SECS(2)));
+        }
+        // A later override with the same key replaces the earlier one.
+        let t = PolicyTable::default()
+            .with_override("a*", ToolOverride::default().with_cache_ttl(SECS(1)))
+            .with_override("a*", ToolOverride::default().with_max_concurrency(2))
+            .with_tools([tool("abc", None)]);
+        let abc = t.resolve("abc");
+        assert!(!abc.cacheable());
+        assert_eq!(abc.max_concurrency, Some(2));
+    }
+
+    #[test]
+    fn globs_make_no_tool_known() {
+        let everything = ToolOverride::default()
+            .with_cache(true)
+            .with_scope(CacheScope::Public)
+            .with_dedup(true)
+            .with_retry(true)
+            .with_max_concurrency(1);
+        let t = policies()
+            .with_override("*", everything.clone())
+            .with_override("github__*", everything);
+        assert!(t.resolve("read").cacheable(), "known tools get the glob");
+        let (names, generation) = (t.tool_names().len(), t.generation());
+        for i in 0..1000 {
+            for name in [format!("github__made_up_{i}"), format!("made_up_{i}")] {
+                let p = t.resolve(&name);
+                assert!(p.tool.is_none(), "{name}");
+                assert!(!p.cacheable() && !p.dedup && !p.retry, "{name}: {p:?}");
+                assert_eq!(p.max_concurrency, None);
+                assert_eq!(p.label(), "unknown");
+            }
+        }
+        assert_eq!(t.tool_names().len(), names);
+        assert_eq!(t.generation(), generation);
+        assert!(t.effective_override("made_up").is_some(), "it would match");
+    }
+
+    #[test]
+    fn globs_are_matched_when_a_policy_is_derived_not_per_call() {
+        use crate::pattern::tests::matches_so_far;
+        let t = layered(&[0, 1, 2], false)
+            .with_lookup(|name| (name == "github__late").then(|| read_only("github__late")));
+        let before = matches_so_far();
+        let first = t.resolve("github__search");
+        for _ in 0..1000 {
+            assert!(Arc::ptr_eq(&t.resolve("github__search"), &first));
+            assert!(!t.resolve("github__made_up").cacheable());
+        }
+        assert_eq!(
+            matches_so_far(),
+            before,
+            "known and unknown names match no glob"
+        );
+        // A tool the lookup finds is derived once, with every glob tried once.
+        let late = t.resolve("github__late");
+        assert_eq!(late.cache_ttl, Some(SECS(300)));
+        let derived = matches_so_far();
+        assert_eq!(derived - before, 2, "`*` and `github__*`, once each");
+        for _ in 0..1000 {
+            assert!(Arc::ptr_eq(&t.resolve("github__late"), &late));
+        }
+        assert_eq!(matches_so_far(), derived);
+    }
+
+    #[test]
+    fn observed_tools_get_globs_and_a_late_glob_keeps_ids() {
+        let t = PolicyTable::default()
+            .with_tools([read_only("github__search"), tool("other", None)])
+            .with_override(
+                "github__*",
+                ToolOverride::default().with_cache_ttl(SECS(300)),
+            );
+        let id = t.resolve("github__search").tool_id();
+        assert_eq!(t.resolve("github__search").cache_ttl, Some(SECS(300)));
+        let g = t.generation();
+        assert!(t.observe_tools(&[read_only("github__new")]));
+        assert!(t.generation() > g);
+        assert_eq!(t.resolve("github__new").cache_ttl, Some(SECS(300)));
+        // The annotations change; the glob still applies on top.
+        assert!(t.observe_tools(&[tool("github__search", None)]));
+        assert_eq!(t.resolve("github__search").cache_ttl, Some(SECS(300)));
+        assert!(!t.resolve("github__search").dedup, "annotations re-derived");
+        assert_eq!(t.resolve("github__search").tool_id(), id);
+        let t = t.with_override("oth*", ToolOverride::default().with_max_concurrency(3));
+        assert_eq!(t.resolve("github__search").tool_id(), id, "ids are stable");
+        assert_eq!(t.resolve("other").max_concurrency, Some(3));
+        assert_eq!(t.tool_names().len(), 3);
+    }
+
+    #[test]
+    fn invalid_override_keys_are_errors() {
+        for (key, error) in [
+            ("", ToolPatternError::Empty),
+            ("github__**", ToolPatternError::DoubleStar),
+            ("tool[0-9]", ToolPatternError::Reserved('[')),
+        ] {
+            let result = PolicyTable::default().try_with_override(key, ToolOverride::default());
+            assert_eq!(result.err(), Some(error), "{key:?}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid tool override key \"github__**\"")]
+    fn with_override_panics_on_an_invalid_key() {
+        let _ = PolicyTable::default().with_override("github__**", ToolOverride::default());
     }
 
     #[test]

@@ -9,7 +9,9 @@ use figment::{
 };
 use mcp_tower_cache::CacheConfig;
 use mcp_tower_concurrency::ConcurrencyConfig;
-use mcp_tower_core::{Anonymous, KeySecret, KeySecretTooShort, PolicyDefaults, ToolOverride};
+use mcp_tower_core::{
+    Anonymous, KeySecret, KeySecretTooShort, PolicyDefaults, ToolOverride, ToolPattern,
+};
 use mcp_tower_dedup::DedupConfig;
 use mcp_tower_metrics::MetricsConfig;
 use mcp_tower_retry::{RetryConfig, TimeoutConfig};
@@ -42,6 +44,9 @@ pub const ENV_PREFIX: &str = "MCP_TOWER_";
 /// [tools.append_note]
 /// max_concurrency = 1
 ///
+/// [tools."github__*"] # a glob: `*` any run of characters, `?` one character
+/// cache_ttl = "10m"
+///
 /// [metrics]          # one section per layer; `enabled = false` removes the layer
 /// stats_window = "60s"
 /// [cache]
@@ -70,6 +75,19 @@ pub const ENV_PREFIX: &str = "MCP_TOWER_";
 /// "#).unwrap();
 /// assert_eq!(cfg.tools["weather"].cache_ttl, Some(Duration::from_secs(300)));
 /// ```
+///
+/// A key of `[tools]` may be a glob ([`ToolPattern`]); each field of a tool's policy comes
+/// from the most specific override that sets it, an exact name first (see
+/// [`PolicyTable`](mcp_tower_core::PolicyTable)). Invalid keys are rejected:
+///
+/// ```
+/// use mcp_tower::StackConfig;
+///
+/// let err = StackConfig::from_toml_str("[tools.\"github__**\"]\ncache = true").unwrap_err();
+/// assert!(err.to_string().starts_with(
+///     "invalid mcp-tower configuration: tools.\"github__**\": `**` is not supported"
+/// ));
+/// ```
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StackConfig {
@@ -85,7 +103,13 @@ pub struct StackConfig {
     pub anonymous: Anonymous,
     /// Defaults applied to every tool.
     pub policy: PolicyDefaults,
-    /// Per-tool overrides, by tool name.
+    /// Per-tool overrides, by tool name or glob ([`ToolPattern`]: `*` matches any run of
+    /// characters, `?` one; `github__*`). When several match a tool, each field comes from
+    /// the most specific that sets it: the exact name, then the glob with the most literal
+    /// characters, the most `?`, the fewest `*`, then the lexicographically smaller.
+    /// Globs apply only to tools the stack knows (listed, looked up, or named exactly);
+    /// they make no tool known. Environment variable names cannot hold `*` or `?`: write
+    /// globs in the file or in code (`McpStackBuilder::tool_override`).
     pub tools: BTreeMap<String, ToolOverride>,
     /// The metrics layer (outermost) and the `/metrics`, `/health`, `/stats` endpoints.
     pub metrics: MetricsConfig,
@@ -359,21 +383,25 @@ impl StackConfig {
             ));
         }
         for (name, o) in &self.tools {
+            let key = tool_key(name);
+            if let Err(e) = ToolPattern::parse(name) {
+                return Err(invalid(&key, &e.to_string()));
+            }
             if o.cache_ttl.is_some_and(|t| t.is_zero()) {
                 return Err(invalid(
-                    &format!("tools.{name}.cache_ttl"),
+                    &format!("{key}.cache_ttl"),
                     "must be greater than zero (set `cache = false` to turn caching off)",
                 ));
             }
             if o.max_concurrency == Some(0) {
                 return Err(invalid(
-                    &format!("tools.{name}.max_concurrency"),
+                    &format!("{key}.max_concurrency"),
                     "must be at least 1",
                 ));
             }
             if o.timeout.is_some_and(|t| t.is_zero()) {
                 return Err(invalid(
-                    &format!("tools.{name}.timeout"),
+                    &format!("{key}.timeout"),
                     "must be greater than zero",
                 ));
             }
@@ -409,6 +437,20 @@ impl StackConfig {
             Some(s) => Ok(Some(KeySecret::from_bytes(s.as_bytes())?)),
             None => Ok(None),
         }
+    }
+}
+
+/// The TOML path of the override `name`: `tools.weather`, or `tools."github__*"` when the
+/// name is not a bare TOML key.
+fn tool_key(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if bare {
+        format!("tools.{name}")
+    } else {
+        format!("tools.{name:?}")
     }
 }
 
@@ -487,6 +529,115 @@ mod tests {
 
         let err = StackConfig::load(Some(Path::new("/no/such/mcp-tower.toml"))).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn glob_keys_parse_from_toml() {
+        let cfg = StackConfig::from_toml_str(
+            r#"
+            [tools."*"]
+            retry = false
+            [tools."github__*"]
+            cache_ttl = "5m"
+            [tools."fs.read_*"]
+            scope = "public"
+            [tools."get_?"]
+            max_concurrency = 2
+            [tools."fs.read"]
+            timeout = "2s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.tools["*"].retry, Some(false));
+        assert_eq!(
+            cfg.tools["github__*"].cache_ttl,
+            Some(Duration::from_secs(300))
+        );
+        // A dot inside a quoted key is part of the name, not a level.
+        assert_eq!(cfg.tools["fs.read_*"].scope, Some(CacheScope::Public));
+        assert_eq!(cfg.tools["fs.read"].timeout, Some(Duration::from_secs(2)));
+        assert_eq!(cfg.tools["get_?"].max_concurrency, Some(2));
+        assert_eq!(cfg.tools.len(), 5);
+    }
+
+    #[test]
+    fn invalid_tool_keys_are_rejected_with_the_key_named() {
+        let cases = [
+            (
+                "[tools.\"github__**\"]\ncache = true",
+                "tools.\"github__**\": `**` is not supported: one `*` already matches any \
+                 run of characters (`__` included)",
+            ),
+            (
+                "[tools.\"\"]\ncache = true",
+                "tools.\"\": a tool name or pattern must not be empty",
+            ),
+            (
+                "[tools.\"tool[0-9]\"]\ncache = true",
+                "tools.\"tool[0-9]\": `[` is reserved: patterns have only `*` (any run of \
+                 characters) and `?` (one character), no character classes, alternatives or \
+                 escapes",
+            ),
+            (
+                "[tools.\"{a,b}\"]\ncache = true",
+                "tools.\"{a,b}\": `{` is reserved",
+            ),
+            // A valid glob's fields are checked like an exact name's.
+            (
+                "[tools.\"github__*\"]\nmax_concurrency = 0",
+                "tools.\"github__*\".max_concurrency: must be at least 1",
+            ),
+            (
+                "[tools.\"fs.read\"]\ncache_ttl = \"0s\"",
+                "tools.\"fs.read\".cache_ttl: must be greater than zero",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let err = StackConfig::from_toml_str(toml).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.starts_with(&format!("invalid mcp-tower configuration: {expected}")),
+                "{toml:?}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn globs_come_from_the_file_and_exact_names_also_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "tower.toml",
+                r#"
+                [tools."github__*"]
+                cache_ttl = "5m"
+                [tools."weath?r"]
+                timeout = "2s"
+                "#,
+            )?;
+            jail.set_env("MCP_TOWER_TOOLS__WEATHER__SCOPE", "public");
+            let cfg =
+                StackConfig::load(Some(Path::new("tower.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                cfg.tools["github__*"].cache_ttl,
+                Some(Duration::from_secs(300))
+            );
+            assert_eq!(cfg.tools["weath?r"].timeout, Some(Duration::from_secs(2)));
+            assert_eq!(cfg.tools["weather"].scope, Some(CacheScope::Public));
+            // `__` separates levels: a gateway's `github__search` cannot be named in a
+            // variable, and the attempt is an error naming the key, not a silent no-op.
+            jail.set_env("MCP_TOWER_TOOLS__GITHUB__SEARCH__CACHE_TTL", "1m");
+            let err = StackConfig::load(Some(Path::new("tower.toml")))
+                .err()
+                .ok_or("a nested tools key was accepted")?
+                .to_string();
+            if !err.contains("unknown field: found `search`")
+                || !err.contains("TOOLS.GITHUB.SEARCH")
+            {
+                return Err(format!("the key is not named: {err}").into());
+            }
+            Ok(())
+        });
     }
 
     /// A secret-looking value: no error may contain it.

@@ -71,7 +71,7 @@ pub use mcp_tower_core::{
     Anonymous, AuthenticatedName, CacheScope, CallKey, CallResolver, CallToolResponse,
     DefaultPartitioner, Figure, FigureKind, HandlerService, KeySecret, LayerReport, Partition,
     Partitioner, PolicyDefaults, PolicyTable, Principal, ToolCall, ToolId, ToolOverride,
-    ToolPolicy, VerifiedSession, error,
+    ToolPattern, ToolPatternError, ToolPolicy, VerifiedSession, error,
 };
 
 /// The README's examples, compiled as doctests.

@@ -443,7 +443,13 @@ impl McpStackBuilder {
         self
     }
 
-    /// Overrides `tool`'s policy (applied after the configuration's overrides).
+    /// Overrides `tool`'s policy (applied after the configuration's overrides: it replaces
+    /// a configured override with the same key).
+    ///
+    /// `tool` is an exact name or a glob ([`ToolPattern`](mcp_tower_core::ToolPattern):
+    /// `github__*`, `get_?`), with the same rules as `[tools]` keys: each field of a tool's
+    /// policy comes from the most specific override that sets it. An invalid key (empty,
+    /// `**`, a reserved character) makes [`build`](McpStackBuilder::build) fail.
     pub fn tool_override(mut self, tool: impl Into<String>, o: ToolOverride) -> Self {
         self.settings.overrides.push((tool.into(), o));
         self
