@@ -184,6 +184,51 @@ pub fn is_transient(error: &ErrorData) -> bool {
     error.code == codes::TIMED_OUT || error.code == codes::UPSTREAM_UNAVAILABLE
 }
 
+/// The key of the retry hint in an error's `data`: how many milliseconds the layer that
+/// raised it expects to pass before the same call can succeed.
+pub const RETRY_AFTER_MS: &str = "retryAfterMs";
+
+/// The retry hint of `error`: its `data.retryAfterMs` (a whole number of milliseconds), if
+/// it has one.
+///
+/// The hint is read whoever raised the error; whether the call may be repeated at all is
+/// [`is_transient`]'s answer, not this one's. The retry layer waits at least this long
+/// before retrying a transient error that carries it (the pool's upstream-unavailable error
+/// during its `connect_backoff`, say); a client may do the same with the busy and
+/// queue-timeout errors, which are not transient.
+///
+/// ```
+/// use std::time::Duration;
+/// use mcp_tower_core::error::{Layer, UpstreamUnavailable, retry_after, with_retry_after};
+///
+/// let error = UpstreamUnavailable::new(Layer::Pool, "github", "connecting failed").into();
+/// assert_eq!(retry_after(&error), None);
+/// let error = with_retry_after(error, Duration::from_micros(999_400));
+/// assert_eq!(retry_after(&error), Some(Duration::from_secs(1)), "rounded up to the ms");
+/// ```
+pub fn retry_after(error: &ErrorData) -> Option<Duration> {
+    let ms = error.data.as_ref()?.get(RETRY_AFTER_MS)?.as_u64()?;
+    Some(Duration::from_millis(ms))
+}
+
+/// `error` with the retry hint `after` in `data.retryAfterMs`, rounded up to the next whole
+/// millisecond (so that a caller that waits that long does not come back a fraction of a
+/// millisecond early). The message is unchanged.
+///
+/// An error without `data` gets an object holding the hint alone; one whose `data` is not
+/// an object (a string, a number) is returned unchanged, since the hint has nowhere to go.
+pub fn with_retry_after(mut error: ErrorData, after: Duration) -> ErrorData {
+    let hint = Value::from(millis_ceil(after));
+    match &mut error.data {
+        Some(Value::Object(data)) => {
+            data.insert(RETRY_AFTER_MS.into(), hint);
+        }
+        none @ None => *none = Some(json!({ RETRY_AFTER_MS: hint })),
+        Some(_) => {}
+    }
+    error
+}
+
 fn data(layer: Layer, kind: ErrorKind, tool: Option<&str>, transient: bool) -> Map<String, Value> {
     let mut data = Map::new();
     data.insert("layer".into(), Value::from(layer.as_str()));
@@ -197,6 +242,11 @@ fn data(layer: Layer, kind: ErrorKind, tool: Option<&str>, transient: bool) -> M
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `d` in milliseconds, rounded up.
+fn millis_ceil(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 /// Why a call was rejected as [`Busy`].
@@ -335,6 +385,11 @@ impl From<TimedOut> for ErrorData {
 /// let data: rmcp::ErrorData = error.into();
 /// assert_eq!(data.message, "upstream `github` is unavailable: connecting failed");
 /// ```
+///
+/// A layer that knows when the upstream may be tried again (the pool, while it backs off
+/// after a failed connect) adds that as the retry hint `data.retryAfterMs` with
+/// [`with_retry_after`]; the retry layer then waits at least that long before its next
+/// attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamUnavailable {
     /// The layer (usually the pool).
@@ -741,6 +796,51 @@ mod tests {
         );
         let sent = serde_json::to_string(&error).unwrap();
         assert!(!sent.contains("hunter2"), "{sent}");
+    }
+
+    #[test]
+    fn a_retry_hint_is_written_rounded_up_and_read_back() {
+        let unavailable: ErrorData =
+            UpstreamUnavailable::new(Layer::Pool, "github", "connecting failed").into();
+        assert_eq!(retry_after(&unavailable), None);
+        let hinted = with_retry_after(unavailable.clone(), Duration::from_micros(1_000_001));
+        assert_eq!(hinted.data.as_ref().unwrap()[RETRY_AFTER_MS], 1001);
+        assert_eq!(retry_after(&hinted), Some(Duration::from_millis(1001)));
+        assert_eq!(
+            hinted.message, unavailable.message,
+            "the message is unchanged"
+        );
+        assert!(is_transient(&hinted), "still transient");
+        assert_eq!(ErrorKind::of(&hinted), Some(ErrorKind::UpstreamUnavailable));
+        let exact = with_retry_after(unavailable, Duration::from_millis(250));
+        assert_eq!(retry_after(&exact), Some(Duration::from_millis(250)));
+
+        // Busy's own hint is read the same way.
+        let busy: ErrorData = Busy {
+            layer: Layer::Concurrency,
+            tool: None,
+            reason: BusyReason::LimitReached,
+            in_flight: 1,
+            queued: 0,
+            retry_after: Duration::from_millis(100),
+        }
+        .into();
+        assert_eq!(retry_after(&busy), Some(Duration::from_millis(100)));
+
+        // Someone else's error: no data gets an object, non-object data is left alone.
+        let bare = with_retry_after(
+            ErrorData::internal_error("x", None),
+            Duration::from_millis(5),
+        );
+        assert_eq!(bare.data, Some(json!({"retryAfterMs": 5})));
+        let text = with_retry_after(
+            ErrorData::internal_error("x", Some(json!("text"))),
+            Duration::from_millis(5),
+        );
+        assert_eq!(text.data, Some(json!("text")));
+        assert_eq!(retry_after(&text), None);
+        let not_a_number = ErrorData::internal_error("x", Some(json!({"retryAfterMs": "soon"})));
+        assert_eq!(retry_after(&not_a_number), None);
     }
 
     #[test]

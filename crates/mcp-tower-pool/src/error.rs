@@ -65,13 +65,51 @@ impl PoolError {
     }
 
     /// The core's transient "upstream unavailable" error for this failure, naming
-    /// `upstream` (what a tool call through the pool returns).
+    /// `upstream`. A tool call through the pool returns it as
+    /// [`to_error_data`](Self::to_error_data) does, with the retry hint.
     ///
     /// The client reads a short, stable reason per kind of failure (`connecting failed`,
     /// `connecting timed out`…); the failure itself, whose text may carry an address, a
     /// path or a user name from the connector, is logged (warn) with the upstream's name.
     pub fn to_unavailable(&self, upstream: &str) -> UpstreamUnavailable {
         UpstreamUnavailable::with_detail(Layer::Pool, upstream, self.reason(), self)
+    }
+
+    /// The error a tool call through the pool returns for this failure, naming `upstream`:
+    /// [`to_unavailable`](Self::to_unavailable) as `ErrorData`, with the retry hint
+    /// `data.retryAfterMs` when the pool knows when the key may be tried again
+    /// ([`retry_after`](Self::retry_after), rounded up to the millisecond).
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use mcp_tower_core::error::retry_after;
+    /// use mcp_tower_pool::PoolError;
+    ///
+    /// let backoff = PoolError::Backoff {
+    ///     key: "github".into(),
+    ///     last: Box::new(PoolError::Shutdown),
+    ///     retry_in: Duration::from_millis(750),
+    /// };
+    /// let error = backoff.to_error_data("github");
+    /// assert_eq!(retry_after(&error), Some(Duration::from_millis(750)));
+    /// assert_eq!(error.data.unwrap()["retryAfterMs"], 750);
+    /// ```
+    pub fn to_error_data(&self, upstream: &str) -> rmcp::ErrorData {
+        let error = self.to_unavailable(upstream).into();
+        match self.retry_after() {
+            Some(after) => mcp_tower_core::error::with_retry_after(error, after),
+            None => error,
+        }
+    }
+
+    /// When the pool will try the key again, if it holds off: `retry_in` of
+    /// [`PoolError::Backoff`]; `None` for every other failure (the next call may connect at
+    /// once).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            PoolError::Backoff { retry_in, .. } => Some(*retry_in),
+            _ => None,
+        }
     }
 
     /// The short, stable reason a client reads for this failure.
@@ -90,8 +128,7 @@ impl PoolError {
 
 impl From<PoolError> for rmcp::ErrorData {
     fn from(e: PoolError) -> Self {
-        let upstream = e.key().unwrap_or("pool").to_owned();
-        e.to_unavailable(&upstream).into()
+        e.to_error_data(e.key().unwrap_or("pool"))
     }
 }
 
@@ -110,7 +147,7 @@ pub enum BuildError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mcp_tower_core::error::{ErrorKind, is_transient};
+    use mcp_tower_core::error::{ErrorKind, is_transient, retry_after};
 
     #[test]
     fn pool_errors_become_transient_upstream_unavailable() {
@@ -145,5 +182,49 @@ mod tests {
         );
         let shutdown: rmcp::ErrorData = PoolError::Shutdown.into();
         assert!(is_transient(&shutdown));
+    }
+
+    #[test]
+    fn a_backoff_error_carries_retry_in_as_its_retry_hint() {
+        let connect = PoolError::Connect {
+            key: "github".into(),
+            source: Arc::new(std::io::Error::other("refused")),
+        };
+        for (retry_in, ms) in [
+            (Duration::from_millis(1000), 1000),
+            (Duration::from_micros(999_001), 1000),
+            (Duration::from_nanos(1), 1),
+        ] {
+            let backoff = PoolError::Backoff {
+                key: "github".into(),
+                last: Box::new(connect.clone()),
+                retry_in,
+            };
+            assert_eq!(backoff.retry_after(), Some(retry_in));
+            for data in [backoff.to_error_data("github"), backoff.clone().into()] {
+                assert_eq!(ErrorKind::of(&data), Some(ErrorKind::UpstreamUnavailable));
+                assert!(is_transient(&data));
+                assert_eq!(data.data.as_ref().unwrap()["retryAfterMs"], ms);
+                assert_eq!(retry_after(&data), Some(Duration::from_millis(ms)));
+                assert_eq!(
+                    data.message,
+                    "upstream `github` is unavailable: its last connect failed; not retrying yet"
+                );
+            }
+        }
+        // The other failures give no hint: the next call may connect at once.
+        for other in [
+            connect,
+            PoolError::ConnectTimeout {
+                key: "github".into(),
+                after: Duration::from_secs(10),
+            },
+            PoolError::Shutdown,
+        ] {
+            assert_eq!(other.retry_after(), None);
+            let data: rmcp::ErrorData = other.into();
+            assert_eq!(retry_after(&data), None);
+            assert!(data.data.unwrap().get("retryAfterMs").is_none());
+        }
     }
 }

@@ -7,9 +7,18 @@ mod common;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use common::{Counts, TestConnector};
-use mcp_tower_core::{Figure, LayerReport};
+use mcp_tower_core::{
+    CallResolver, CallToolResponse, Figure, LayerReport, PolicyDefaults, PolicyTable, ToolCall,
+};
 use mcp_tower_pool::{BuildError, Pool, PoolConfig, PoolError, Pooled};
+use mcp_tower_retry::{Retry, RetryConfig};
+use rmcp::{
+    ErrorData,
+    model::{CallToolResult, ContentBlock, Tool, ToolAnnotations},
+    object,
+};
 use tokio::time::Instant;
+use tower::ServiceExt;
 
 fn key(k: &str) -> String {
     k.to_owned()
@@ -120,6 +129,81 @@ async fn a_failed_connect_is_reported_to_every_waiter_then_backs_off() {
     pool.get(&key("flaky")).await.unwrap();
     assert_eq!(connector.counts().connects, 1);
     assert!(pool.stats().key("flaky").unwrap().up);
+}
+
+/// A read-only tool's call (the retry layer retries it), served by `pool`'s key `flaky`:
+/// the pool's error as a tool call through the pool gets it, or the connection's id.
+fn flaky_tool(
+    pool: &Pool<TestConnector>,
+) -> (
+    ToolCall,
+    impl tower::Service<ToolCall, Response = CallToolResponse, Error = ErrorData, Future = impl Send>
+    + Clone,
+) {
+    let tool = Tool::new("search", "test tool", object!({"type": "object"}))
+        .with_annotations(ToolAnnotations::new().read_only(true));
+    let resolver = Arc::new(CallResolver::new(
+        PolicyTable::new(PolicyDefaults::default()).with_tools([tool]),
+    ));
+    let call = ToolCall::with_resolver("search", object!({}), resolver);
+    let pool = pool.clone();
+    let service = tower::service_fn(move |_call: ToolCall| {
+        let pool = pool.clone();
+        async move {
+            let conn = pool.get(&key("flaky")).await.map_err(ErrorData::from)?;
+            let id = conn.connection_id().to_string();
+            Ok(CallToolResponse::from(CallToolResult::success(vec![
+                ContentBlock::text(id),
+            ])))
+        }
+    });
+    (call, service)
+}
+
+#[tokio::test(start_paused = true)]
+async fn behind_the_retry_layer_a_call_waits_out_the_connect_backoff() {
+    let connector = TestConnector::new().with_delay(Duration::from_millis(20));
+    connector.script_connects([false, true]);
+    let backoff = Duration::from_secs(1);
+    let pool = pool(&connector, config().with_connect_backoff(backoff));
+    let (call, service) = flaky_tool(&pool);
+    // The defaults: 3 attempts, the first retry within 100 ms and the second within 200 ms
+    // of the failure before it — all inside the pool's 1 s backoff, were it not for the
+    // hint.
+    let retry = Retry::new(service, RetryConfig::default()).unwrap();
+
+    let start = Instant::now();
+    let response = retry.clone().oneshot(call).await.unwrap();
+    assert!(
+        matches!(response, CallToolResponse::Complete(ref r) if r.is_error != Some(true)),
+        "{response:?}"
+    );
+    let counts = connector.counts();
+    assert_eq!(
+        (
+            counts.connects_started,
+            counts.connect_failures,
+            counts.connects
+        ),
+        (2, 1, 1),
+        "one failed connect, then one that succeeded after the backoff"
+    );
+    let stats = retry.handle().stats();
+    assert_eq!(
+        (
+            stats.attempts,
+            stats.retries,
+            stats.recovered,
+            stats.gave_up
+        ),
+        (3, 2, 1, 0),
+        "connect failed, backing off (with the hint), connected"
+    );
+    assert!(
+        start.elapsed() >= backoff,
+        "the last attempt waited out the backoff: {:?}",
+        start.elapsed()
+    );
 }
 
 #[tokio::test(start_paused = true)]

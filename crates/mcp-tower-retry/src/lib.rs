@@ -10,7 +10,10 @@
 //!   unknown tool) is never repeated. Waits are exponential with full jitter, bounded by
 //!   `max_attempts`, an overall deadline, and a **retry budget** (retries are at most a
 //!   share of recent calls plus a small floor), so an outage cannot multiply the load on
-//!   an upstream. The client's `notifications/cancelled` stops the loop at once.
+//!   an upstream. A failure that says when to come back (`data.retryAfterMs`, as the
+//!   pool's error while it backs off after a failed connect) is retried no sooner than
+//!   that, or not at all when that is past the deadline. The client's
+//!   `notifications/cancelled` stops the loop at once.
 //! - [`TimeoutLayer`] / [`Timeout`]: bounds each attempt by the tool's timeout (its
 //!   policy's, 30 s by default), drops the attempt when it expires, and fails it with
 //!   the core's transient "timed out" error, which the retry layer may retry.

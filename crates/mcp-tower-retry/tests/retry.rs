@@ -3,13 +3,17 @@
 
 mod fixtures;
 
-use std::{pin::pin, time::Duration};
+use std::{
+    pin::pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use fixtures::*;
 use futures_util::{future::join_all, poll};
 use mcp_tower_core::{
     CallToolResponse, LayerReport, ToolCall,
-    error::{Busy, BusyReason, ErrorKind, Layer, TimedOut, codes, is_transient},
+    error::{Busy, BusyReason, ErrorKind, Layer, TimedOut, codes, is_transient, with_retry_after},
     testing::{Outcome, ScriptedService},
 };
 use mcp_tower_retry::{Backoff, BudgetConfig, Retry, RetryConfig, RetryLayer, RetryStats};
@@ -224,6 +228,111 @@ async fn no_retry_starts_after_the_deadline() {
     assert_eq!(data(&error)["stoppedBy"], "deadline");
     assert_eq!(data(&error)["attempts"], 2);
     assert!(start.elapsed() <= Duration::from_millis(1851));
+}
+
+/// `inner`, recording the instant each attempt reaches it.
+fn recording(
+    inner: &ScriptedService,
+) -> (
+    impl tower::Service<ToolCall, Response = CallToolResponse, Error = ErrorData, Future = impl Send>
+    + Clone
+    + Send
+    + 'static,
+    Arc<Mutex<Vec<Instant>>>,
+) {
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&attempts);
+    let service = inner.clone().map_request(move |call: ToolCall| {
+        seen.lock().expect("not poisoned").push(Instant::now());
+        call
+    });
+    (service, attempts)
+}
+
+/// The upstream-unavailable error with the retry hint `after` (as the pool gives during its
+/// `connect_backoff`).
+fn upstream_backing_off(after: Duration) -> ErrorData {
+    with_retry_after(upstream_down(), after)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_hint_delays_the_next_attempt_until_it() {
+    let inner = ScriptedService::new();
+    inner.push_for(
+        READ,
+        Outcome::error(upstream_backing_off(Duration::from_secs(1))),
+    );
+    let (recorded, attempts) = recording(&inner);
+    // The default backoff waits at most 100 ms before the first retry: the hint is longer.
+    let service = Retry::new(recorded, RetryConfig::default()).expect("valid config");
+
+    let response = service.clone().oneshot(call(READ)).await.unwrap();
+    assert_eq!(execution(response), 2, "the second attempt succeeded");
+    let attempts = attempts.lock().unwrap().clone();
+    assert_eq!(attempts.len(), 2);
+    let waited = attempts[1] - attempts[0];
+    assert!(waited >= Duration::from_secs(1), "waited {waited:?}");
+    assert!(
+        waited <= Duration::from_millis(1001),
+        "the hint is the wait (the timer's 1 ms tick aside), not hint + backoff: {waited:?}"
+    );
+    let stats = service.handle().stats();
+    assert_eq!((stats.retries, stats.recovered, stats.gave_up), (1, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_hint_past_the_deadline_or_max_delay_stops_at_once() {
+    for (name, config, hint) in [
+        (
+            "past the deadline",
+            RetryConfig::default().with_deadline(Duration::from_secs(1)),
+            Duration::from_secs(2),
+        ),
+        (
+            "longer than max_delay",
+            config(), // max_delay 100 ms, deadline 60 s
+            Duration::from_secs(1),
+        ),
+    ] {
+        let inner = ScriptedService::new().with_default(Outcome::error(upstream_backing_off(hint)));
+        let (recorded, attempts) = recording(&inner);
+        let service = Retry::new(recorded, config).expect("valid config");
+        let start = Instant::now();
+        let error = service.clone().oneshot(call(READ)).await.unwrap_err();
+        assert_eq!(start.elapsed(), Duration::ZERO, "{name}: no sleep at all");
+        assert_eq!(attempts.lock().unwrap().len(), 1, "{name}");
+        assert_eq!(inner.calls(), 1, "{name}");
+        assert_eq!(error.code, codes::RETRIES_EXHAUSTED, "{name}");
+        assert_eq!(data(&error)["stoppedBy"], "deadline", "{name}");
+        assert_eq!(data(&error)["attempts"], 1, "{name}");
+        assert_eq!(
+            data(&error)["lastError"]["data"]["retryAfterMs"],
+            u64::try_from(hint.as_millis()).unwrap(),
+            "{name}: the hint stays readable in the last error"
+        );
+        let stats = service.handle().stats();
+        assert_eq!((stats.retries, stats.gave_up), (0, 1), "{name}");
+        assert_eq!(
+            service.handle().budget_available(),
+            100,
+            "{name}: no budget spent"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_on_an_error_that_is_not_transient_is_no_reason_to_retry() {
+    let refused = with_retry_after(
+        ErrorData::internal_error("the tool's own bug", None),
+        Duration::from_millis(10),
+    );
+    let inner = ScriptedService::new().with_default(Outcome::error(refused.clone()));
+    let error = retry(&inner, config())
+        .oneshot(call(READ))
+        .await
+        .unwrap_err();
+    assert_eq!(inner.calls(), 1);
+    assert_eq!(error, refused);
 }
 
 /// Runs 100 concurrent calls against an upstream that always fails; returns the inner calls.

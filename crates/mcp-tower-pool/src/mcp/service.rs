@@ -295,7 +295,7 @@ async fn forward(
         },
         None => pool.get(&key).await,
     }
-    .map_err(|e| ErrorData::from(e.to_unavailable(&upstream)))?;
+    .map_err(|e| e.to_error_data(&upstream))?;
     match session.call_tool(params, call.context()).await {
         Ok(response) => Ok(response),
         Err(UpstreamCallError::Upstream(error)) => Err(error),

@@ -48,10 +48,15 @@ pub struct RetryConfig {
     /// How much the ceiling grows per retry (≥ 1). Default `2.0`.
     pub multiplier: f64,
     /// The largest ceiling. Default `5s`.
+    ///
+    /// Also the longest retry hint waited for: a transient error whose
+    /// `data.retryAfterMs` (the pool's `connect_backoff`, say) is longer than this stops the
+    /// retries at once (`stoppedBy = "deadline"`).
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
     /// No retry starts later than this after the call entered the stack
-    /// (`ToolCall::received_at`); a retry whose wait would end after it is not made.
+    /// (`ToolCall::received_at`); a retry whose wait (the backoff, or a longer retry hint)
+    /// would end after it is not made: the call stops at once with `stoppedBy = "deadline"`.
     /// Attempts themselves are bounded by the per-attempt timeout. Default `60s`.
     #[serde(with = "humantime_serde")]
     pub deadline: Duration,

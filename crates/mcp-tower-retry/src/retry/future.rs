@@ -10,7 +10,7 @@ use std::{
 
 use mcp_tower_core::{
     CallToolResponse, ToolCall,
-    error::{Cancelled, Layer, RetriesExhausted, is_transient},
+    error::{Cancelled, Layer, RetriesExhausted, is_transient, retry_after},
 };
 use pin_project_lite::pin_project;
 use rmcp::ErrorData;
@@ -149,8 +149,19 @@ where
         if self.attempts >= config.max_attempts {
             return Decision::GiveUp("max_attempts");
         }
+        let mut delay = self.shared.backoff.delay(self.attempts);
+        // The failing layer's own word on when a repeat can succeed (the pool's
+        // `connect_backoff`): retrying sooner would only spend an attempt.
+        if let Err(error) = result
+            && let Some(hint) = retry_after(error)
+        {
+            if hint > config.max_delay {
+                return Decision::GiveUp("deadline");
+            }
+            delay = delay.max(hint);
+        }
         let now = Instant::now();
-        let resume = now.checked_add(self.shared.backoff.delay(self.attempts));
+        let resume = now.checked_add(delay);
         let deadline = self.call.received_at().checked_add(config.deadline);
         match resume {
             Some(resume) if deadline.is_none_or(|deadline| resume <= deadline) => {

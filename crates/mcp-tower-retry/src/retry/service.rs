@@ -26,8 +26,13 @@ use super::{
 ///   (timed out, upstream unavailable, transport closed), and `isError` results of tools
 ///   with `retry_on_tool_error`. Everything else (invalid params, unknown tool, busy…)
 ///   is returned at once, unchanged.
+/// - **How long it waits**: a jittered exponential backoff, or the failure's retry hint
+///   (`data.retryAfterMs`, read with [`retry_after`](mcp_tower_core::error::retry_after))
+///   when that is longer: the pool's error during its `connect_backoff` says when the
+///   next connect may be tried, and an attempt before then would fail at once.
 /// - **When it stops**: after `max_attempts`, when the next retry could not start before
-///   the deadline, or when the budget is exhausted. A failed call then returns
+///   the deadline (or the hint is longer than `max_delay`: both stop at once, without
+///   waiting, as `stoppedBy = "deadline"`), or when the budget is exhausted. A failed call then returns
 ///   [`RetriesExhausted`](mcp_tower_core::error::RetriesExhausted) wrapping the last error
 ///   (an `isError` result is returned as it is, so the model still reads the tool's
 ///   message). `RetriesExhausted` is not transient, so a retry layer further out does not
