@@ -251,14 +251,20 @@ impl SshPool {
     ) -> Result<ExecOutput, SshError> {
         let _permit = self.admit(host).await?;
         let conn = self.connection(host).await?;
-        match conn.exec_with(command, limits).await {
+        let (conn, result) = match conn.exec_with(command, limits).await {
             Err(e) if second_chance(&conn, &e, Repeat::IfNothingSent) => {
                 drop(conn);
                 let conn = self.connection(host).await?;
-                Self::finish(&conn, conn.exec_with(command, limits).await)
+                let result = conn.exec_with(command, limits).await;
+                (conn, result)
             }
-            result => Self::finish(&conn, result),
+            result => (conn, result),
+        };
+        let result = Self::finish(&conn, result);
+        if result.is_ok() {
+            settle(conn);
         }
+        result
     }
 
     /// Writes `data` to `path` on `host` over SFTP. If the connection is found dead before
@@ -362,6 +368,27 @@ impl SshPool {
     /// `drain_timeout`).
     pub async fn shutdown(&self) {
         self.pool.shutdown().await;
+    }
+}
+
+/// How long a finished exec's channel slot is held at most while the server confirms the
+/// close ([`settle`]).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Gives a finished exec's channel slot back to the pool once the server has processed the
+/// channel's close, in a task of its own (the caller has its output already).
+///
+/// sshd frees a session (under `MaxSessions`) only when it collects the closed channel,
+/// after the packets that arrived with the close: a channel opened at once in the freed
+/// slot may arrive in the same batch and be refused. A keep-alive round trip after the
+/// close (russh sends the close before the exec sees it) means the next open on the
+/// connection is read after that collection.
+fn settle(conn: Pooled<SshConnector>) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(SETTLE_TIMEOUT, conn.handle.send_ping()).await;
+            drop(conn);
+        });
     }
 }
 

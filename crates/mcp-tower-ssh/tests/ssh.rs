@@ -141,6 +141,11 @@ async fn a_hundred_concurrent_first_calls_make_one_connection() {
     }
     let stats = f.server.stats();
     assert_eq!((stats.connections, stats.logins, stats.execs), (1, 1, 100));
+    // A finished exec's channel slot is given back once the server confirmed the close.
+    eventually("the last channels are given back", || {
+        ssh.stats().key("box").unwrap().in_flight == 0
+    })
+    .await;
     let pool = ssh.stats();
     let key = pool.key("box").unwrap();
     assert_eq!((key.connects, key.connections, key.in_flight), (1, 1, 0));
