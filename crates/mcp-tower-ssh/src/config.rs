@@ -528,6 +528,12 @@ impl SshConfig {
         if self.max_in_flight_per_host == Some(0) {
             return Err("ssh.max_in_flight_per_host: must be at least 1".into());
         }
+        if self.host_limit().saturating_add(self.host_queue) > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(
+                "ssh.max_in_flight_per_host + ssh.host_queue: too large (keep them below a million)"
+                    .into(),
+            );
+        }
         if self.host_queue > 0 && self.host_queue_timeout.is_zero() {
             return Err(
                 "ssh.host_queue_timeout: must be greater than zero when host_queue > 0".into(),
