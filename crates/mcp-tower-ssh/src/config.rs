@@ -350,7 +350,8 @@ pub struct SshConfig {
     pub max_channels_per_connection: usize,
     /// Calls (execs and SFTP operations) running at once per host. Beyond it a call waits in
     /// the host's queue (first come, first served). Default (`None`): `pool.max ×
-    /// max_channels_per_connection`, what the host's connections can carry.
+    /// max_channels_per_connection` (the host's own, if it has one), what the host's
+    /// connections can carry.
     pub max_in_flight_per_host: Option<usize>,
     /// Calls waiting per host for one of those; a call that finds the queue full fails at
     /// once with the busy error (`-31050`, [`SshError::HostBusy`](crate::SshError::HostBusy),
@@ -478,7 +479,8 @@ impl SshConfig {
     }
 
     /// Calls running at once per host: [`max_in_flight_per_host`](Self::max_in_flight_per_host),
-    /// else `pool.max × max_channels_per_connection`.
+    /// else `pool.max × max_channels_per_connection` (a host with its own
+    /// `max_channels_per_connection` gets `pool.max ×` that).
     pub fn host_limit(&self) -> usize {
         self.max_in_flight_per_host.unwrap_or_else(|| {
             self.pool

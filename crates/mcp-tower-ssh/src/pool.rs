@@ -181,11 +181,18 @@ impl SshPool {
             config.max_concurrent_downloads,
             config.download_queue,
         ));
-        let limit = config.host_limit();
         let hosts = config
             .hosts
-            .keys()
-            .map(|name| {
+            .iter()
+            .map(|(name, profile)| {
+                // A host's own channel limit makes its default limit of calls.
+                let limit = config.max_in_flight_per_host.unwrap_or_else(|| {
+                    config.pool.max.saturating_mul(
+                        profile
+                            .max_channels_per_connection
+                            .unwrap_or(config.max_channels_per_connection),
+                    )
+                });
                 (
                     Arc::from(name.as_str()),
                     HostLimit::new(limit, config.host_queue, config.host_queue_timeout),
