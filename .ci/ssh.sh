@@ -2,7 +2,8 @@
 # mcp-tower-ssh against a real OpenSSH server.
 #
 #   bash .ci/ssh.sh            # the interop tests (exec, RSA and ed25519 keys, output cap and
-#                              # timeout, SFTP 1 MB round trip with checksum, sshd restart → recovery,
+#                              # timeout, 11 parallel execs under MaxSessions 10 → 2 connections,
+#                              # SFTP 1 MB round trip with checksum, sshd restart → recovery,
 #                              # 64 concurrent 15 MiB downloads → capped or busy under a memory bound,
 #                              # errors without address, user or paths)
 #   bash .ci/ssh.sh bench ARGS # the `ssh` criterion bench against this sshd (ARGS go to criterion,
@@ -95,8 +96,9 @@ UsePAM no
 UseDNS no
 PrintMotd no
 PermitUserEnvironment no
-# Commands at once on one connection (OpenSSH's default is 10).
-MaxSessions 64
+# Channels at once on one connection: OpenSSH's default, set explicitly (the client opens
+# another connection rather than ask for an 11th).
+MaxSessions 10
 MaxStartups 200:30:400
 Subsystem sftp internal-sftp
 LogLevel ERROR

@@ -12,7 +12,7 @@ use std::{fmt, future::Future, hash::Hash};
 /// that connection — rather than check it out exclusively as deadpool and bb8 do. A
 /// connection that can carry only one request at a time is better served by those crates.
 ///
-/// Implementations say three things about their connections, and optionally a fourth:
+/// Implementations say three things about their connections, and optionally two more:
 ///
 /// - [`connect`](Connector::connect): open a new connection to `key` (spawn the child
 ///   process and run the MCP handshake, dial and authenticate an SSH host…). The pool runs
@@ -31,6 +31,11 @@ use std::{fmt, future::Future, hash::Hash};
 ///   [`Pool::shutdown`](crate::Pool::shutdown)). The default does nothing and lets the
 ///   connection's `Drop` clean up; override it when closing needs an `.await` (to reap a
 ///   child process, send a disconnect message).
+/// - [`capacity`](Connector::capacity) (optional): how many requests a connection may
+///   carry at once (an SSH server's `MaxSessions` caps the channels of one connection).
+///   The pool never hands out a connection already carrying that many; when every
+///   connection of a key is full it opens another (up to `max`), or the `get` waits for
+///   a request to finish. The default is unlimited.
 ///
 /// ```
 /// use std::{convert::Infallible, sync::{Arc, atomic::{AtomicBool, Ordering}}};
@@ -80,6 +85,16 @@ pub trait Connector: Send + Sync + 'static {
     /// Checks `conn` with a round trip to its peer.
     fn ping(&self, conn: &Self::Connection)
     -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Requests `conn` may carry at once; [`Pool::get`](crate::Pool::get) hands out a
+    /// connection only while it carries fewer. Called on every `get` like
+    /// [`is_closed`](Connector::is_closed), so it must be cheap. It may change over a
+    /// connection's life (a connection that learns its peer's real limit lowers it). The
+    /// default is [`usize::MAX`]: no limit.
+    fn capacity(&self, conn: &Self::Connection) -> usize {
+        let _ = conn;
+        usize::MAX
+    }
 
     /// Shuts `conn` down once nothing uses it any more. The default does nothing (the
     /// connection's `Drop` cleans up).

@@ -13,7 +13,9 @@
 //! HTTP/2 (`Reservation::Shared`).
 //!
 //! - [`Pool`]: per key up to `max` connections (default 1) and `min` kept open, least
-//!   in flight first (power of two choices above two); single-flight connect per key,
+//!   in flight first (power of two choices above two), never beyond a connection's
+//!   [`capacity`](Connector::capacity) (another connection is opened, or the call waits for
+//!   room); single-flight connect per key,
 //!   different keys in parallel, no lock across an `.await`; idle reaping, health pings and
 //!   replacement of closed connections by a background task that never blocks
 //!   [`Pool::get`]; limits per key and in total; graceful [`shutdown`](Pool::shutdown).

@@ -11,7 +11,7 @@ use std::{
     ops::Deref,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -36,6 +36,48 @@ pub(crate) struct SlotWatch {
     pub(crate) last_ping: Instant,
 }
 
+/// Wakes the callers of a key that wait for a connection with room (every connection at
+/// its [`capacity`](Connector::capacity) and the key at `max`) when a request ends. Shared
+/// by the key and its slots; a release costs one atomic load while nobody waits.
+#[derive(Debug, Default)]
+pub(crate) struct Room {
+    waiting: AtomicUsize,
+    notify: Notify,
+}
+
+impl Room {
+    /// Counts a caller as waiting until the guard drops. Register (and enable the
+    /// [`notified`](Room::notified) future) *before* looking for room again: either that
+    /// look sees the release, or the release sees the waiter.
+    pub(crate) fn wait(&self) -> RoomWaiter<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        RoomWaiter { room: self }
+    }
+
+    /// The notification of the next release.
+    pub(crate) fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    fn freed(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+/// A caller waiting for room (see [`Room::wait`]).
+#[derive(Debug)]
+pub(crate) struct RoomWaiter<'a> {
+    room: &'a Room,
+}
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        self.room.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One open connection in the pool.
 pub(crate) struct Slot<T> {
     pub(crate) conn: T,
@@ -45,6 +87,7 @@ pub(crate) struct Slot<T> {
     broken: AtomicBool,
     pinging: AtomicBool,
     drained: Notify,
+    room: Arc<Room>,
     pub(crate) watch: Mutex<SlotWatch>,
 }
 
@@ -60,7 +103,7 @@ impl<T> fmt::Debug for Slot<T> {
 }
 
 impl<T> Slot<T> {
-    pub(crate) fn new(conn: T, id: u64, now: Instant) -> Self {
+    pub(crate) fn new(conn: T, id: u64, now: Instant, room: Arc<Room>) -> Self {
         Self {
             conn,
             id,
@@ -69,6 +112,7 @@ impl<T> Slot<T> {
             broken: AtomicBool::new(false),
             pinging: AtomicBool::new(false),
             drained: Notify::new(),
+            room,
             watch: Mutex::new(SlotWatch {
                 uses: 0,
                 last_active: now,
@@ -88,11 +132,24 @@ impl<T> Slot<T> {
         ((counts & IN_FLIGHT_MASK) as usize, (counts >> 32) as u32)
     }
 
-    /// Counts one more request on the connection, unless it has been retired (then the
-    /// caller must pick another). Pairs with [`Slot::retire`]: either this sees the
-    /// retirement, or the retiring side sees this request and waits for it.
-    pub(crate) fn acquire(&self) -> bool {
-        self.counts.fetch_add(ONE_USE + 1, Ordering::SeqCst);
+    /// Counts one more request on the connection, unless it already carries `capacity`
+    /// or has been retired (then the caller must pick another). Pairs with
+    /// [`Slot::retire`]: either this sees the retirement, or the retiring side sees this
+    /// request and waits for it.
+    pub(crate) fn acquire(&self, capacity: usize) -> bool {
+        if capacity >= IN_FLIGHT_MASK as usize {
+            self.counts.fetch_add(ONE_USE + 1, Ordering::SeqCst);
+        } else {
+            let limit = capacity as u64;
+            let counted = self
+                .counts
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |counts| {
+                    ((counts & IN_FLIGHT_MASK) < limit).then(|| counts.wrapping_add(ONE_USE + 1))
+                });
+            if counted.is_err() {
+                return false;
+            }
+        }
         if self.retired.load(Ordering::SeqCst) {
             self.release();
             return false;
@@ -106,6 +163,7 @@ impl<T> Slot<T> {
         if before & IN_FLIGHT_MASK == 1 && self.retired.load(Ordering::SeqCst) {
             self.drained.notify_waiters();
         }
+        self.room.freed();
     }
 
     /// Takes the slot out of service: no `get` hands it out any more.

@@ -468,6 +468,88 @@ async fn the_per_key_limit_caps_growth() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_full_connection_makes_the_pool_open_another() {
+    // Ten requests per connection (an SSH server's MaxSessions): the eleventh opens a second
+    // connection, and the next ten ride it.
+    let connector = TestConnector::new().with_capacity(10);
+    let pool = pool(&connector, config().with_max(3));
+    let mut held = Vec::new();
+    for _ in 0..11 {
+        held.push(pool.get(&key("k")).await.unwrap());
+    }
+    assert_eq!(connector.counts().connects, 2);
+    let mut per_connection = std::collections::HashMap::<u64, usize>::new();
+    for pooled in &held {
+        *per_connection.entry(pooled.connection_id()).or_default() += 1;
+    }
+    let mut loads: Vec<usize> = per_connection.into_values().collect();
+    loads.sort_unstable();
+    assert_eq!(loads, [1, 10]);
+    for _ in 0..9 {
+        held.push(pool.get(&key("k")).await.unwrap());
+    }
+    assert_eq!(
+        connector.counts().connects,
+        2,
+        "the second has room for nine more"
+    );
+    assert!(held.iter().all(|p| p.in_flight() <= 10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_max_with_every_connection_full_a_get_waits_for_room() {
+    let connector = TestConnector::new().with_capacity(2);
+    let pool = pool(&connector, config().with_max(1));
+    let first = pool.get(&key("k")).await.unwrap();
+    let _second = pool.get(&key("k")).await.unwrap();
+    assert!(pool.try_get(&key("k")).is_none(), "full");
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get(&key("k")).await.unwrap().connection_id() }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        !waiting.is_finished(),
+        "no room, and no second connection allowed"
+    );
+    let id = first.connection_id();
+    drop(first);
+    assert_eq!(waiting.await.unwrap(), id);
+    assert_eq!(connector.counts().connects, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_extra_connect_leaves_callers_waiting_for_room() {
+    // The first connection is full; the second connect fails: callers wait for room on the
+    // first rather than fail with the connect's error (and no connect is tried while the
+    // key backs off).
+    let connector = TestConnector::new().with_capacity(1);
+    let pool = pool(
+        &connector,
+        config()
+            .with_max(2)
+            .with_connect_backoff(Duration::from_secs(60)),
+    );
+    let first = pool.get(&key("k")).await.unwrap();
+    connector.script_connects([false]);
+    let waiting = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get(&key("k")).await.map(|p| p.connection_id()) }
+    });
+    connector.wait_for(|c| c.connect_failures == 1).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiting.is_finished());
+    let id = first.connection_id();
+    drop(first);
+    assert_eq!(waiting.await.unwrap().unwrap(), id);
+    assert_eq!(connector.counts().connects, 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn declared_keys_are_connected_at_start_and_reconnected() {
     let connector = TestConnector::new();
     let pool = Pool::builder(connector.clone())

@@ -129,6 +129,9 @@ pub struct HostProfile {
     pub exec_timeout: Option<Duration>,
     /// Overrides [`SshConfig::max_output_bytes`] for this host.
     pub max_output_bytes: Option<usize>,
+    /// Overrides [`SshConfig::max_channels_per_connection`] for this host (its sshd's
+    /// `MaxSessions`).
+    pub max_channels_per_connection: Option<usize>,
 }
 
 impl Default for HostProfile {
@@ -142,6 +145,7 @@ impl Default for HostProfile {
             password: None,
             exec_timeout: None,
             max_output_bytes: None,
+            max_channels_per_connection: None,
         }
     }
 }
@@ -187,6 +191,12 @@ impl HostProfile {
         self
     }
 
+    /// Overrides the channels per connection for this host (its sshd's `MaxSessions`).
+    pub fn with_max_channels_per_connection(mut self, max: usize) -> Self {
+        self.max_channels_per_connection = Some(max);
+        self
+    }
+
     /// How known_hosts names this host: `host` on port 22, `[host]:port` otherwise.
     pub fn known_hosts_name(&self) -> String {
         if self.port == 22 {
@@ -226,6 +236,11 @@ impl HostProfile {
                 "ssh.hosts.{name}.max_output_bytes: must be at least 1"
             ));
         }
+        if self.max_channels_per_connection == Some(0) {
+            return Err(format!(
+                "ssh.hosts.{name}.max_channels_per_connection: must be at least 1"
+            ));
+        }
         Ok(())
     }
 }
@@ -244,10 +259,15 @@ impl HostProfile {
 /// max_file_bytes = 8388608                  # largest SFTP download
 /// max_concurrent_downloads = 4              # downloads reading at once
 /// download_queue = 16                       # downloads waiting for one of those; more: busy
+/// max_channels_per_connection = 10          # channels open at once on one connection (sshd's MaxSessions)
+/// # max_in_flight_per_host = 40             # calls running at once per host (default: pool.max × the above)
+/// host_queue = 64                           # calls waiting per host for one of those; more: busy
+/// host_queue_timeout = "5s"                 # a call waiting longer gets queue-timeout
 /// allow_sha1_algorithms = false             # true: also ssh-rsa host keys, hmac-sha1 (legacy servers)
 /// allow_insecure_identity_permissions = false  # true: key files readable by others are used anyway
 ///
 /// [ssh.pool]                                # mcp-tower-pool's PoolConfig
+/// max = 4                                   # connections per host (its other keys default as in [pool])
 /// idle_timeout = "5m"
 ///
 /// [ssh.hosts.web-1]
@@ -319,7 +339,33 @@ pub struct SshConfig {
     /// An SFTP request without an answer for this long fails. Default `30s`.
     #[serde(with = "humantime_serde")]
     pub sftp_timeout: Duration,
-    /// The connection pool (per host: one multiplexed connection by default).
+    /// Channels (execs, and the one SFTP session) open at once on one connection. OpenSSH's
+    /// `MaxSessions` (10 by default) refuses the channel beyond it, so the pool does not go
+    /// there: a call that finds every connection to its host full goes to another
+    /// connection (opened up to `pool.max`), or waits for a channel to close. Set it to the
+    /// servers' `MaxSessions` (per host:
+    /// [`HostProfile::max_channels_per_connection`]). If a server refuses a channel anyway,
+    /// the connection's limit is lowered to what it carried and the call is tried once more
+    /// on another connection. Default `10`.
+    pub max_channels_per_connection: usize,
+    /// Calls (execs and SFTP operations) running at once per host. Beyond it a call waits in
+    /// the host's queue (first come, first served). Default (`None`): `pool.max ×
+    /// max_channels_per_connection` (the host's own, if it has one), what the host's
+    /// connections can carry.
+    pub max_in_flight_per_host: Option<usize>,
+    /// Calls waiting per host for one of those; a call that finds the queue full fails at
+    /// once with the busy error (`-31050`, [`SshError::HostBusy`](crate::SshError::HostBusy),
+    /// with `retryAfterMs`). `0`: none waits. Default `64`.
+    pub host_queue: usize,
+    /// The longest a call waits in its host's queue before it fails with the queue-timeout
+    /// error (`-31051`, [`SshError::QueueTimeout`](crate::SshError::QueueTimeout)). Default
+    /// `5s`.
+    #[serde(with = "humantime_serde")]
+    pub host_queue_timeout: Duration,
+    /// The connection pool. Per host up to 4 connections by default (`max = 4`), opened
+    /// when the ones open are full; a `[ssh.pool]` section's missing keys take
+    /// [`PoolConfig`]'s own defaults (`max = 1`), so give `max` there.
+    #[serde(default = "default_pool")]
     pub pool: PoolConfig,
     /// The allowlist: profile name → host. Tools may reach these and nothing else.
     pub hosts: BTreeMap<String, HostProfile>,
@@ -340,10 +386,19 @@ impl Default for SshConfig {
             allow_sha1_algorithms: false,
             allow_insecure_identity_permissions: false,
             sftp_timeout: Duration::from_secs(30),
-            pool: PoolConfig::default(),
+            max_channels_per_connection: 10,
+            max_in_flight_per_host: None,
+            host_queue: 64,
+            host_queue_timeout: Duration::from_secs(5),
+            pool: default_pool(),
             hosts: BTreeMap::new(),
         }
     }
+}
+
+/// The SSH pool's default: up to 4 connections per host.
+fn default_pool() -> PoolConfig {
+    PoolConfig::default().with_max(4)
 }
 
 impl SshConfig {
@@ -408,6 +463,32 @@ impl SshConfig {
         self
     }
 
+    /// Opens at most `max` channels at once on one connection.
+    pub fn with_max_channels_per_connection(mut self, max: usize) -> Self {
+        self.max_channels_per_connection = max;
+        self
+    }
+
+    /// Runs at most `max` calls at once per host, with at most `queue` more waiting up to
+    /// `timeout`.
+    pub fn with_host_limit(mut self, max: usize, queue: usize, timeout: Duration) -> Self {
+        self.max_in_flight_per_host = Some(max);
+        self.host_queue = queue;
+        self.host_queue_timeout = timeout;
+        self
+    }
+
+    /// Calls running at once per host: [`max_in_flight_per_host`](Self::max_in_flight_per_host),
+    /// else `pool.max × max_channels_per_connection` (a host with its own
+    /// `max_channels_per_connection` gets `pool.max ×` that).
+    pub fn host_limit(&self) -> usize {
+        self.max_in_flight_per_host.unwrap_or_else(|| {
+            self.pool
+                .max
+                .saturating_mul(self.max_channels_per_connection)
+        })
+    }
+
     /// Uses this pool configuration.
     pub fn with_pool(mut self, pool: PoolConfig) -> Self {
         self.pool = pool;
@@ -442,6 +523,23 @@ impl SshConfig {
         }
         if self.max_concurrent_downloads == 0 {
             return Err("ssh.max_concurrent_downloads: must be at least 1".into());
+        }
+        if self.max_channels_per_connection == 0 {
+            return Err("ssh.max_channels_per_connection: must be at least 1".into());
+        }
+        if self.max_in_flight_per_host == Some(0) {
+            return Err("ssh.max_in_flight_per_host: must be at least 1".into());
+        }
+        if self.host_limit().saturating_add(self.host_queue) > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(
+                "ssh.max_in_flight_per_host + ssh.host_queue: too large (keep them below a million)"
+                    .into(),
+            );
+        }
+        if self.host_queue > 0 && self.host_queue_timeout.is_zero() {
+            return Err(
+                "ssh.host_queue_timeout: must be greater than zero when host_queue > 0".into(),
+            );
         }
         if !self.insecure_accept_any_host_key && self.known_hosts_path().is_none() {
             return Err(

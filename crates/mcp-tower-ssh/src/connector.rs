@@ -28,6 +28,8 @@ pub(crate) struct Profile {
     pub(crate) settings: HostProfile,
     key: Option<Arc<PrivateKey>>,
     pub(crate) limits: ExecLimits,
+    /// Channels per connection.
+    pub(crate) max_channels: usize,
 }
 
 impl fmt::Debug for Profile {
@@ -109,6 +111,9 @@ impl SshConnector {
                     settings: settings.clone(),
                     key,
                     limits,
+                    max_channels: settings
+                        .max_channels_per_connection
+                        .unwrap_or(config.max_channels_per_connection),
                 }),
             );
         }
@@ -381,16 +386,25 @@ impl Connector for SshConnector {
         }
         tracing::debug!(host = %profile.name, "SSH connection open");
         Ok(SshConnection {
+            max_channels: profile.max_channels,
             profile,
             handle,
             sftp: tokio::sync::Mutex::new(None),
             sftp_timeout: self.sftp_timeout,
             max_file_bytes: self.max_file_bytes,
+            learned_channels: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            sftp_open: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     fn is_closed(&self, conn: &SshConnection) -> bool {
         conn.handle.is_closed()
+    }
+
+    /// [`SshConnection::capacity`]: the pool puts no more calls on a connection than it
+    /// has channels for.
+    fn capacity(&self, conn: &SshConnection) -> usize {
+        conn.capacity()
     }
 
     async fn ping(&self, conn: &SshConnection) -> Result<(), SshError> {

@@ -6,7 +6,7 @@
 
 use std::{borrow::Cow, path::PathBuf, time::Duration};
 
-use mcp_tower_core::error::{Busy, BusyReason, Layer, TimedOut, UpstreamUnavailable};
+use mcp_tower_core::error::{Busy, BusyReason, Layer, QueueTimeout, TimedOut, UpstreamUnavailable};
 use mcp_tower_pool::PoolError;
 use serde_json::Value;
 
@@ -162,6 +162,41 @@ pub enum SshError {
         /// `max_file_bytes`.
         limit: u64,
     },
+    /// Too many calls to one host: `max_in_flight_per_host` run and `host_queue` wait.
+    /// Nothing was sent; try again after `retry_after`.
+    #[error("SSH host `{host}` is busy: {in_flight} calls running and {queued} waiting")]
+    HostBusy {
+        /// The profile.
+        host: String,
+        /// Calls running on the host now.
+        in_flight: usize,
+        /// Calls waiting.
+        queued: usize,
+        /// The retry hint: 250 ms per wave of calls ahead, at most 30 s.
+        retry_after: Duration,
+    },
+    /// A call waited in its host's queue longer than `host_queue_timeout`. Nothing was
+    /// sent; try again after `retry_after`.
+    #[error("waited {} ms for SSH host `{host}` to have room and gave up", .waited.as_millis())]
+    QueueTimeout {
+        /// The profile.
+        host: String,
+        /// How long it waited.
+        waited: Duration,
+        /// The retry hint.
+        retry_after: Duration,
+    },
+    /// The server refused to open a channel (OpenSSH's `MaxSessions` reached, or channels
+    /// administratively prohibited), on the first connection and again on another.
+    #[error(
+        "`{host}` refused to open a channel with {open} calls on the connection (its sshd's MaxSessions is lower than max_channels_per_connection?)"
+    )]
+    ChannelRefused {
+        /// The profile.
+        host: String,
+        /// Calls on the connection when it refused (this one included).
+        open: usize,
+    },
     /// Too many downloads: `max_concurrent_downloads` run and `download_queue` wait.
     /// Nothing was read; try again later.
     #[error("too many SFTP downloads: {in_flight} reading and {queued} waiting")]
@@ -181,7 +216,8 @@ pub const ERROR_DATA_KEY: &str = "sshError";
 
 impl SshError {
     /// Whether the operation may succeed if tried again: the host was unreachable, the
-    /// connection dropped, or it timed out. Bad input, rejected keys and failed logins are
+    /// connection dropped, or it timed out (a busy host, or one that waited too long in its
+    /// host's queue, is not: its error carries `retryAfterMs` instead). Bad input, rejected keys and failed logins are
     /// not transient.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -213,7 +249,8 @@ impl SshError {
     /// `connect_failed`, `connect_timeout`, `host_key_rejected`, `known_hosts_unreadable`,
     /// `host_certificate`, `handshake_failed`, `no_common_algorithm`, `auth_failed`,
     /// `pool_limit`, `shutdown`, `disconnected`, `refused`, `timeout`, `no_such_file`,
-    /// `permission_denied`, `sftp_failed`, `file_too_large`, `busy`.
+    /// `permission_denied`, `sftp_failed`, `file_too_large`, `busy`, `host_busy`,
+    /// `queue_timeout`, `channel_refused`.
     pub fn code(&self) -> &'static str {
         match self {
             SshError::UnknownHost { .. } => "unknown_host",
@@ -245,6 +282,9 @@ impl SshError {
             SshError::Sftp { code, .. } => code,
             SshError::TooLarge { .. } => "file_too_large",
             SshError::Busy { .. } => "busy",
+            SshError::HostBusy { .. } => "host_busy",
+            SshError::QueueTimeout { .. } => "queue_timeout",
+            SshError::ChannelRefused { .. } => "channel_refused",
         }
     }
 
@@ -314,7 +354,12 @@ impl SshError {
             SshError::Disconnected { host, during } => {
                 format!("the connection to `{host}` closed during {during}").into()
             }
-            SshError::Refused { .. } | SshError::Timeout { .. } | SshError::Busy { .. } => {
+            SshError::Refused { .. }
+            | SshError::Timeout { .. }
+            | SshError::Busy { .. }
+            | SshError::HostBusy { .. }
+            | SshError::QueueTimeout { .. }
+            | SshError::ChannelRefused { .. } => {
                 // No address, user or path in these.
                 self.to_string().into()
             }
@@ -349,7 +394,9 @@ impl SshError {
     }
 
     /// The error an MCP client gets for it from tool `tool`: [`TimedOut`] for a timeout,
-    /// [`Busy`] when too many downloads run, [`UpstreamUnavailable`] (naming the host's
+    /// [`Busy`] (`-31050`, with `retryAfterMs`) when too many downloads run, when a host's
+    /// queue is full or when the host refused a channel twice, [`QueueTimeout`] (`-31051`)
+    /// when a call waited too long for its host, [`UpstreamUnavailable`] (naming the host's
     /// profile) when the host could not be reached or the connection dropped,
     /// `invalid_params` for an unknown host, `internal_error` otherwise. Its message is
     /// [`client_message`](Self::client_message) (no address, user name or path), and
@@ -369,6 +416,44 @@ impl SshError {
                 reason: BusyReason::QueueFull,
                 in_flight: *in_flight,
                 queued: *queued,
+                retry_after: BUSY_RETRY_AFTER,
+            }
+            .into(),
+            SshError::HostBusy {
+                in_flight,
+                queued,
+                retry_after,
+                ..
+            } => Busy {
+                layer: Layer::Pool,
+                tool: Some(tool.to_owned()),
+                reason: if *queued == 0 {
+                    BusyReason::LimitReached
+                } else {
+                    BusyReason::QueueFull
+                },
+                in_flight: *in_flight,
+                queued: *queued,
+                retry_after: *retry_after,
+            }
+            .into(),
+            SshError::QueueTimeout {
+                waited,
+                retry_after,
+                ..
+            } => QueueTimeout {
+                layer: Layer::Pool,
+                tool: Some(tool.to_owned()),
+                waited: *waited,
+                retry_after: *retry_after,
+            }
+            .into(),
+            SshError::ChannelRefused { open, .. } => Busy {
+                layer: Layer::Pool,
+                tool: Some(tool.to_owned()),
+                reason: BusyReason::LimitReached,
+                in_flight: *open,
+                queued: 0,
                 retry_after: BUSY_RETRY_AFTER,
             }
             .into(),

@@ -78,6 +78,26 @@ impl ExecOutput {
 /// was sent: nothing ran, so the call may safely go to a fresh connection.
 pub(crate) const CHANNEL_OPEN: &str = "channel open";
 
+impl SshConnection {
+    /// Maps a failed channel open: the server refused it ([`SshError::ChannelRefused`]:
+    /// its `MaxSessions`), or the connection is gone (nothing was sent).
+    pub(crate) fn channel_open_failed(&self, error: russh::Error) -> SshError {
+        match error {
+            russh::Error::ChannelOpenFailure(reason) => {
+                tracing::debug!(host = %self.host(), ?reason, "the server refused a channel");
+                SshError::ChannelRefused {
+                    host: self.host().to_owned(),
+                    open: 0,
+                }
+            }
+            _ => SshError::Disconnected {
+                host: self.host().to_owned(),
+                during: CHANNEL_OPEN,
+            },
+        }
+    }
+}
+
 /// A channel whose command is stopped (signal, then close) if the exec using it is abandoned
 /// (timeout, or the caller's future dropped), so the remote command does not run on
 /// unattended.
@@ -149,19 +169,7 @@ impl SshConnection {
             .handle
             .channel_open_session()
             .await
-            .map_err(|e| match e {
-                russh::Error::ChannelOpenFailure(_) => SshError::Refused {
-                    host: self.host().to_owned(),
-                    request: "session channel (OpenSSH's MaxSessions, 10 by default, limits the \
-                              commands running at once on one connection: raise it, or let the \
-                              pool open more connections with `pool.max` and \
-                              `pool.target_in_flight`)",
-                },
-                _ => SshError::Disconnected {
-                    host: self.host().to_owned(),
-                    during: CHANNEL_OPEN,
-                },
-            })?;
+            .map_err(|e| self.channel_open_failed(e))?;
         let channel = open.channel.insert(channel);
         channel
             .exec(true, command)

@@ -7,16 +7,21 @@
 //! An MCP server whose tools act on machines (`ssh_exec`, `ssh_read_file`, SFTP…) should not
 //! pay an SSH handshake per call (tens of milliseconds, more over a WAN), nor open a
 //! connection per concurrent call, nor skip host-key checking as most SSH tool servers do.
-//! [`SshPool`] keeps one multiplexed connection per host (each exec is a channel on it),
-//! verifies every host key against a known_hosts file, caps what a command may print and how
-//! long it may run, and reuses one SFTP session per connection.
+//! [`SshPool`] keeps multiplexed connections per host (each exec is a channel on one, at
+//! most `max_channels_per_connection` — OpenSSH's `MaxSessions`, 10 — per connection; a
+//! full connection makes it open another, up to `pool.max`), bounds the calls in flight per
+//! host with a queue (busy and queue-timeout errors beyond it), verifies every host key
+//! against a known_hosts file, caps what a command may print and how long it may run, and
+//! reuses one SFTP session per connection.
 //!
 //! - [`SshConfig`]: the `[ssh]` section — known_hosts, keep-alives, exec timeout and output
-//!   cap, SFTP limits, the [`PoolConfig`](mcp_tower_pool::PoolConfig), and the allowlist of
+//!   cap, SFTP limits, channels per connection and calls per host, the
+//!   [`PoolConfig`](mcp_tower_pool::PoolConfig), and the allowlist of
 //!   [`HostProfile`]s (address, user, key file and/or password as [`Secret`]s, which never
 //!   appear in `Debug` output, errors, logs or metric labels).
 //! - [`SshPool`]: `exec`, `upload`, `download`, `list`, `stat` by host name; an unknown host
-//!   is an error naming the allowed ones. Its [`handle`](SshPool::handle) is a
+//!   is an error naming the allowed ones. [`host_load`](SshPool::host_load) tells how busy
+//!   a host is ([`HostLoad`]). Its [`handle`](SshPool::handle) is a
 //!   [`LayerReport`](mcp_tower_core::LayerReport) for `/metrics` and `/stats`.
 //! - [`SshConnector`]: the [`Connector`](mcp_tower_pool::Connector) behind it (TCP with
 //!   `TCP_NODELAY`, host key check, key or password login, keep-alive pings), for use with
@@ -25,7 +30,9 @@
 //!   negation, `@revoked`).
 //! - [`SshError::to_error_data`]: what an MCP client sees — `UpstreamUnavailable` when the
 //!   host cannot be reached or the connection drops mid-call, `TimedOut` on a timeout,
-//!   `Busy` when too many downloads run — with a stable [code](SshError::code) and a
+//!   `Busy` (`-31050`, `retryAfterMs`) when too many downloads run or a host's queue is
+//!   full, `QueueTimeout` (`-31051`) when a call waited too long for its host — with a
+//!   stable [code](SshError::code) and a
 //!   [short reason](SshError::client_message) that never carry an address, a user name or a
 //!   path (the full error is logged).
 //!
@@ -81,7 +88,7 @@ pub use connector::SshConnector;
 pub use error::{ERROR_DATA_KEY, SshError};
 pub use exec::{ExecLimits, ExecOutput};
 pub use known_hosts::{HostKeyVerdict, KnownHosts, fingerprint};
-pub use pool::SshPool;
+pub use pool::{HostLoad, SshPool};
 pub use sftp::{DirEntry, FileStat};
 
 #[cfg(feature = "testing")]

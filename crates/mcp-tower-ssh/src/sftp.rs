@@ -1,7 +1,10 @@
 //! SFTP on a pooled connection: one session per connection, opened on first use and shared
 //! by every caller ([`SshConnection::sftp`]); upload, download (size-capped), list, stat.
 
-use std::{sync::Arc, time::UNIX_EPOCH};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::UNIX_EPOCH,
+};
 
 use russh_sftp::{
     client::{Config as SftpConfig, SftpSession, error::Error as SftpError},
@@ -10,7 +13,7 @@ use russh_sftp::{
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::{SshConnection, SshError, exec::CHANNEL_OPEN};
+use crate::{SshConnection, SshError};
 
 /// What SFTP says about a file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -67,14 +70,11 @@ impl SshConnection {
             host: self.host().to_owned(),
             during: "sftp",
         };
-        let channel =
-            self.handle
-                .channel_open_session()
-                .await
-                .map_err(|_| SshError::Disconnected {
-                    host: self.host().to_owned(),
-                    during: CHANNEL_OPEN,
-                })?;
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.channel_open_failed(e))?;
         channel
             .request_subsystem(true, "sftp")
             .await
@@ -98,6 +98,7 @@ impl SshConnection {
             })?;
         let session = Arc::new(session);
         *slot = Some(Arc::clone(&session));
+        self.sftp_open.store(true, Ordering::Relaxed);
         Ok(session)
     }
 
@@ -119,7 +120,9 @@ impl SshConnection {
                 reason: format!("{}: {}", status.status_code, status.error_message),
             };
         }
-        self.sftp.lock().await.take();
+        if self.sftp.lock().await.take().is_some() {
+            self.sftp_open.store(false, Ordering::Relaxed);
+        }
         if self.is_closed() {
             return SshError::Disconnected {
                 host: self.host().to_owned(),

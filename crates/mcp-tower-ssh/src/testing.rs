@@ -17,6 +17,10 @@
 //! | `wait-for N` | exit 0 once N commands run at the same time (a barrier: proves parallelism) |
 //! | anything else | `unknown command` on stderr, exit 127 |
 //!
+//! Like OpenSSH's `MaxSessions`, it can refuse channels beyond a number open on one
+//! connection ([`TestServer::set_max_sessions`]; the refusals are counted in
+//! [`TestServerStats::channels_refused`]).
+//!
 //! Its SFTP file system refuses every path under `/forbidden/` (permission denied), and can
 //! be told to hide file sizes ([`TestServer::hide_sizes`]), as a server streaming a growing
 //! or special file does.
@@ -102,6 +106,10 @@ pub struct TestServerStats {
     pub sftp_sessions: usize,
     /// File bytes sent in SFTP read answers.
     pub sftp_bytes_sent: usize,
+    /// Channel opens refused because the connection had `max_sessions` open.
+    pub channels_refused: usize,
+    /// Most channels open at once on one connection.
+    pub peak_channels: usize,
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +122,8 @@ struct Counters {
     closed_by_client: AtomicUsize,
     sftp_sessions: AtomicUsize,
     sftp_bytes_sent: AtomicUsize,
+    channels_refused: AtomicUsize,
+    peak_channels: AtomicUsize,
     started: tokio::sync::Notify,
 }
 
@@ -125,6 +135,8 @@ struct Shared {
     client_key: PrivateKey,
     accept_password: bool,
     hide_sizes: AtomicBool,
+    /// Channels one connection may have open (`usize::MAX`: any number).
+    max_sessions: AtomicUsize,
     counters: Counters,
     files: Files,
 }
@@ -178,6 +190,7 @@ impl TestServer {
                 client_key,
                 accept_password: true,
                 hide_sizes: AtomicBool::new(false),
+                max_sessions: AtomicUsize::new(usize::MAX),
                 counters: Counters::default(),
                 files: Files::default(),
             }),
@@ -257,6 +270,30 @@ impl TestServer {
             closed_by_client: c.closed_by_client.load(Ordering::SeqCst),
             sftp_sessions: c.sftp_sessions.load(Ordering::SeqCst),
             sftp_bytes_sent: c.sftp_bytes_sent.load(Ordering::SeqCst),
+            channels_refused: c.channels_refused.load(Ordering::SeqCst),
+            peak_channels: c.peak_channels.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Refuses (administratively prohibited, as OpenSSH's `MaxSessions` does) a channel
+    /// open on a connection that has `max` channels open. A channel counts from its open
+    /// until its command ends (the server then closes it) or the client closes it; an SFTP
+    /// session counts until the connection closes.
+    pub fn set_max_sessions(&self, max: usize) {
+        self.shared.max_sessions.store(max, Ordering::SeqCst);
+    }
+
+    /// Waits until at least `n` commands run at once (`running`), without polling.
+    pub async fn wait_running(&self, n: usize) {
+        let counters = &self.shared.counters;
+        loop {
+            let started = counters.started.notified();
+            tokio::pin!(started);
+            started.as_mut().enable();
+            if counters.running.load(Ordering::SeqCst) >= n {
+                return;
+            }
+            started.await;
         }
     }
 
@@ -312,6 +349,7 @@ impl server::Server for Factory {
         Connection {
             shared: Arc::clone(&self.shared),
             channels: HashMap::new(),
+            open: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -319,6 +357,8 @@ impl server::Server for Factory {
 struct Connection {
     shared: Arc<Shared>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// Channels open on this connection (for `max_sessions`).
+    open: Arc<AtomicUsize>,
 }
 
 impl server::Handler for Connection {
@@ -366,8 +406,43 @@ impl server::Handler for Connection {
         reply: server::ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.channels.insert(channel.id(), channel);
-        reply.accept().await;
+        let max = self.shared.max_sessions.load(Ordering::SeqCst);
+        let counted = self
+            .open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < max).then_some(open + 1)
+            });
+        match counted {
+            Ok(before) => {
+                self.shared
+                    .counters
+                    .peak_channels
+                    .fetch_max(before + 1, Ordering::SeqCst);
+                self.channels.insert(channel.id(), channel);
+                reply.accept().await;
+            }
+            Err(_) => {
+                self.shared
+                    .counters
+                    .channels_refused
+                    .fetch_add(1, Ordering::SeqCst);
+                reply
+                    .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        id: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // A channel closed before any request (its command never started).
+        if self.channels.remove(&id).is_some() {
+            self.open.fetch_sub(1, Ordering::SeqCst);
+        }
         Ok(())
     }
 
@@ -389,8 +464,9 @@ impl server::Handler for Connection {
         let now = counters.running.fetch_add(1, Ordering::SeqCst) + 1;
         counters.peak_running.fetch_max(now, Ordering::SeqCst);
         counters.started.notify_waiters();
+        let open = Arc::clone(&self.open);
         tokio::spawn(async move {
-            run_command(&shared, channel, &command).await;
+            run_command(&shared, channel, &command, &open).await;
             shared.counters.running.fetch_sub(1, Ordering::SeqCst);
         });
         Ok(())
@@ -423,7 +499,9 @@ impl server::Handler for Connection {
     }
 }
 
-async fn run_command(shared: &Shared, channel: Channel<Msg>, command: &str) {
+/// Runs `command` on `channel`; its slot in `open` is given back before the channel is
+/// closed, so a client that saw the close may open another at once.
+async fn run_command(shared: &Shared, channel: Channel<Msg>, command: &str, open: &AtomicUsize) {
     let (mut read, write) = channel.split();
     let (verb, rest) = command.split_once(' ').unwrap_or((command, ""));
     // Resolves when the client closes the channel (or the connection goes).
@@ -487,10 +565,12 @@ async fn run_command(shared: &Shared, channel: Channel<Msg>, command: &str) {
                 let _ = write.exit_status(status).await;
             }
             let _ = write.eof().await;
+            open.fetch_sub(1, Ordering::SeqCst);
             let _ = write.close().await;
         }
         () = closed => {
             shared.counters.closed_by_client.fetch_add(1, Ordering::SeqCst);
+            open.fetch_sub(1, Ordering::SeqCst);
             let _ = write.close().await;
         }
     }

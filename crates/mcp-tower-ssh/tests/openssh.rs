@@ -1,5 +1,6 @@
-//! Interop with a real OpenSSH server: exec (ed25519 and RSA keys), parallel execs, the host
-//! key checked, SFTP 1 MB round trip with a checksum computed on the server, recovery
+//! Interop with a real OpenSSH server: exec (ed25519 and RSA keys), parallel execs, eleven
+//! at once under `MaxSessions 10` (two connections), 200 through ten channels (none
+//! refused), the host key checked, SFTP 1 MB round trip with a checksum computed on the server, recovery
 //! after sshd is restarted (every connection killed), 64 concurrent downloads of a 15 MiB
 //! file (capped or busy, peak RSS bounded), and errors that reach clients without the
 //! address, the user or the known_hosts path.
@@ -83,6 +84,85 @@ async fn openssh_exec_status_output_and_parallel_channels() {
             "RSA key login"
         );
     }
+    ssh.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a real sshd: run .ci/ssh.sh"]
+async fn openssh_eleven_parallel_execs_under_max_sessions_10_all_succeed() {
+    // .ci/ssh.sh sets `MaxSessions 10`. Each command waits (up to 20 s, on the server) until
+    // all eleven have started: they succeed only if they hold eleven channels at once, which
+    // one connection of ten cannot give.
+    let barrier = format!("/tmp/mcp-tower-ssh-barrier-{}", std::process::id());
+    let ssh = SshPool::new(
+        config()
+            .with_pool(
+                PoolConfig::default()
+                    .with_min(0)
+                    .with_max(4)
+                    .with_connect_backoff(Duration::ZERO)
+                    .with_health_interval(Duration::ZERO),
+            )
+            .with_exec_timeout(Duration::from_secs(30)),
+    )
+    .unwrap();
+    assert!(
+        ssh.exec("sshd", &format!("rm -rf {barrier}; mkdir -p {barrier}"))
+            .await
+            .unwrap()
+            .success()
+    );
+    let execs: Vec<_> = (0..11)
+        .map(|i| {
+            let ssh = ssh.clone();
+            let command = format!(
+                "touch {barrier}/{i}; n=0; \
+                 while [ $(ls {barrier} | wc -l) -lt 11 ] && [ $n -lt 400 ]; do \
+                 sleep 0.05; n=$((n+1)); done; \
+                 [ $(ls {barrier} | wc -l) -ge 11 ] && echo {i}"
+            );
+            tokio::spawn(async move { ssh.exec("sshd", &command).await })
+        })
+        .collect();
+    for (i, exec) in execs.into_iter().enumerate() {
+        let out = exec.await.unwrap().unwrap();
+        assert!(out.success(), "exec {i}: {}", out.stderr_lossy());
+        assert_eq!(out.stdout_lossy(), format!("{i}\n"));
+    }
+    let key = ssh.stats();
+    let key = key.key("sshd").unwrap();
+    eprintln!(
+        "11 parallel execs under MaxSessions 10: {} connections",
+        key.connects
+    );
+    assert_eq!(key.connects, 2, "a second connection for the eleventh");
+    ssh.exec("sshd", &format!("rm -rf {barrier}"))
+        .await
+        .unwrap();
+    ssh.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a real sshd: run .ci/ssh.sh"]
+async fn openssh_two_hundred_execs_through_ten_channels_are_never_refused() {
+    // One connection, ten channels, 200 short execs: each freed channel is reused at once.
+    // sshd frees a session only when it collects the closed channel, so an open sent right
+    // behind the close would be refused; the pool gives a channel back only after the
+    // server confirmed the close. A refusal would show as a lowered `max_channels`.
+    let ssh = SshPool::new(config().with_host_limit(10, 200, Duration::from_secs(60))).unwrap();
+    let execs: Vec<_> = (0..200)
+        .map(|_| {
+            let ssh = ssh.clone();
+            tokio::spawn(async move { ssh.exec("sshd", "true").await })
+        })
+        .collect();
+    for exec in execs {
+        assert!(exec.await.unwrap().unwrap().success());
+    }
+    let conn = ssh.connection("sshd").await.unwrap();
+    assert_eq!(conn.max_channels(), 10, "no channel was refused");
+    drop(conn);
+    assert_eq!(ssh.stats().key("sshd").unwrap().connects, 1);
     ssh.shutdown().await;
 }
 
@@ -221,10 +301,12 @@ async fn openssh_sixty_four_concurrent_downloads_of_15_mib_are_capped_or_busy() 
     assert!(made.success(), "{}", made.stderr_lossy());
 
     for (cap, limit, queue) in [(8 * MIB, 4, 16), (16 * MIB, 2, 4)] {
+        // The host admits all 64 at once: the download limit is what turns them away.
         let ssh = SshPool::new(
             config()
                 .with_max_file_bytes(cap)
-                .with_download_limit(limit, queue),
+                .with_download_limit(limit, queue)
+                .with_host_limit(64, 0, Duration::from_secs(60)),
         )
         .unwrap();
         let start = peak_after(true);

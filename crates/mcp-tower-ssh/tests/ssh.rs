@@ -128,7 +128,8 @@ async fn parallel_execs_run_at_once_over_one_connection() {
 #[tokio::test]
 async fn a_hundred_concurrent_first_calls_make_one_connection() {
     let f = Fixture::new().await;
-    let ssh = f.pool();
+    // Ten at a time (one connection's channels), the other ninety waiting their turn.
+    let ssh = SshPool::new(f.config().with_host_limit(10, 100, Duration::from_secs(60))).unwrap();
     let execs: Vec<_> = (0..100)
         .map(|_| {
             let ssh = ssh.clone();
@@ -140,6 +141,11 @@ async fn a_hundred_concurrent_first_calls_make_one_connection() {
     }
     let stats = f.server.stats();
     assert_eq!((stats.connections, stats.logins, stats.execs), (1, 1, 100));
+    // A finished exec's channel slot is given back once the server confirmed the close.
+    eventually("the last channels are given back", || {
+        ssh.stats().key("box").unwrap().in_flight == 0
+    })
+    .await;
     let pool = ssh.stats();
     let key = pool.key("box").unwrap();
     assert_eq!((key.connects, key.connections, key.in_flight), (1, 1, 0));

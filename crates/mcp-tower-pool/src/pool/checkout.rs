@@ -63,7 +63,13 @@ impl<C: Connector> PoolInner<C> {
         !slot.is_broken() && !slot.is_retired() && !self.connector.is_closed(&slot.conn)
     }
 
-    /// The warm path: the least busy usable connection, without a lock.
+    /// Requests `slot` may carry at once (the connector's [`capacity`](Connector::capacity),
+    /// at least 1).
+    pub(super) fn capacity(&self, slot: &Slot<C::Connection>) -> usize {
+        self.connector.capacity(&slot.conn).max(1)
+    }
+
+    /// The warm path: the least busy usable connection with room, without a lock.
     pub(super) fn try_pick(self: &Arc<Self>, state: &Arc<KeyState<C>>) -> Option<Pooled<C>> {
         let slots = state.slots.load();
         let chosen = match slots.len() {
@@ -92,9 +98,19 @@ impl<C: Connector> PoolInner<C> {
                 }
             }
         };
-        if !self.usable(chosen) || !chosen.acquire() {
-            return None;
-        }
+        let chosen = if self.usable(chosen) && chosen.acquire(self.capacity(chosen)) {
+            chosen
+        } else {
+            // Full (at its capacity) or gone meanwhile: the least busy other one with room.
+            let other = slots
+                .iter()
+                .filter(|s| self.usable(s) && s.in_flight() < self.capacity(s))
+                .min_by_key(|s| s.in_flight())?;
+            if !other.acquire(self.capacity(other)) {
+                return None;
+            }
+            other
+        };
         // Grow when even the least busy connection is loaded (rare: one comparison here).
         if chosen.in_flight() > self.config.target_in_flight && slots.len() < self.config.max {
             self.grow(state);
@@ -129,7 +145,9 @@ impl<C: Connector> PoolInner<C> {
         })
     }
 
-    /// The cold path: waits for the key's connect (single flight), starting it if needed.
+    /// The cold path: waits for the key's connect (single flight), starting it if needed,
+    /// or — every connection at its capacity and the key at `max` (or its connects backing
+    /// off) — for a request on one of them to end.
     pub(super) async fn get_slow(
         self: &Arc<Self>,
         state: &Arc<KeyState<C>>,
@@ -146,12 +164,20 @@ impl<C: Connector> PoolInner<C> {
             let notified = state.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (lead, connecting) = {
+            let room = state.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            let _waiter = state.room.wait();
+            let (lead, connecting, open) = {
                 let mut control = state.control();
                 let now = Instant::now();
                 control.used = true;
                 control.last_activity = now;
-                if let Some(since) = waited_since
+                // A usable connection that is only full: wait for room on it rather than
+                // fail with a connect's error.
+                let open = state.slots.load().iter().any(|s| self.usable(s));
+                if !open
+                    && let Some(since) = waited_since
                     && let Some(failure) = &control.last_failure
                     && failure.generation > since
                 {
@@ -159,15 +185,17 @@ impl<C: Connector> PoolInner<C> {
                     // other waiter does, rather than start another.
                     return Err(failure.error.clone());
                 }
-                let lead = control.connecting == 0 && state.slots.load().len() < self.config.max;
+                let mut lead =
+                    control.connecting == 0 && state.slots.load().len() < self.config.max;
                 if lead {
-                    if let Some(backoff) = self.in_backoff(&control, now) {
-                        return Err(backoff);
+                    match self.in_backoff(&control, now) {
+                        Some(backoff) if !open => return Err(backoff),
+                        Some(_) => lead = false,
+                        None => control.connecting += 1,
                     }
-                    control.connecting += 1;
                 }
                 waited_since.get_or_insert(control.generation);
-                (lead, control.connecting)
+                (lead, control.connecting, open)
             };
             if lead {
                 self.launch_connect(state);
@@ -175,7 +203,7 @@ impl<C: Connector> PoolInner<C> {
             if let Some(pooled) = self.try_pick(state) {
                 return Ok(pooled);
             }
-            if connecting == 0 {
+            if connecting == 0 && !open {
                 // Nothing to wait for: the key is at `max` and a connection changed under
                 // this caller (retired or closed). Look again.
                 tokio::task::yield_now().await;
@@ -183,6 +211,7 @@ impl<C: Connector> PoolInner<C> {
             }
             tokio::select! {
                 () = &mut notified => {}
+                () = &mut room => {}
                 () = self.shutdown.cancelled() => return Err(PoolError::Shutdown),
             }
         }
@@ -219,9 +248,9 @@ impl<C: Connector> PoolInner<C> {
         state.counters.connects.fetch_add(1, Ordering::Relaxed);
         state.counters.open.fetch_add(1, Ordering::AcqRel);
         let id = self.next_slot_id.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(Slot::new(conn, id, Instant::now()));
+        let slot = Arc::new(Slot::new(conn, id, Instant::now(), Arc::clone(&state.room)));
         // Acquired before it is retired, so the closer waits for this caller.
-        slot.acquire();
+        slot.acquire(usize::MAX);
         slot.retire();
         let pooled = Pooled::new(Arc::clone(&slot));
         let inner = Arc::clone(self);

@@ -73,7 +73,7 @@ impl<C: Connector> PoolInner<C> {
     pub(super) async fn install(self: &Arc<Self>, state: &Arc<KeyState<C>>, conn: C::Connection) {
         let now = Instant::now();
         let id = self.next_slot_id.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(Slot::new(conn, id, now));
+        let slot = Arc::new(Slot::new(conn, id, now, Arc::clone(&state.room)));
         state.counters.connects.fetch_add(1, Ordering::Relaxed);
         state.counters.open.fetch_add(1, Ordering::AcqRel);
         {

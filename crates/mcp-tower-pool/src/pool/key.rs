@@ -12,7 +12,10 @@ use arc_swap::ArcSwap;
 use tokio::{sync::Notify, time::Instant};
 
 use super::lock;
-use crate::{Connector, PoolError, pooled::Slot};
+use crate::{
+    Connector, PoolError,
+    pooled::{Room, Slot},
+};
 
 pub(super) type Slots<T> = Vec<Arc<Slot<T>>>;
 
@@ -63,6 +66,8 @@ pub(crate) struct KeyState<C: Connector> {
     pub(super) control: Mutex<Control>,
     /// Woken when a connect ends.
     pub(super) changed: Notify,
+    /// Woken when a request ends while callers wait for a connection with room.
+    pub(super) room: Arc<Room>,
     pub(super) declared: AtomicBool,
     pub(super) required: AtomicBool,
     pub(super) counters: Counters,
@@ -91,6 +96,7 @@ impl<C: Connector> KeyState<C> {
                 last_activity: now,
             }),
             changed: Notify::new(),
+            room: Arc::default(),
             declared: AtomicBool::new(false),
             required: AtomicBool::new(false),
             counters: Counters::default(),

@@ -80,7 +80,9 @@ impl<C: Connector> fmt::Debug for PoolInner<C> {
 ///   [`health_interval`](PoolConfig::health_interval) and reconnects keys below `min`. It
 ///   never blocks `get`, which reads the connection list without a lock.
 /// - Limits: `max` per key, [`max_total`](PoolConfig::max_total) in all (an idle connection
-///   of another key is closed to make room).
+///   of another key is closed to make room), and per connection the connector's
+///   [`capacity`](Connector::capacity): a full connection is not handed out; another is
+///   opened (up to `max`), else the `get` waits until a request on one of them ends.
 /// - [`Pool::shutdown`] stops everything, waits for requests in flight up to
 ///   [`drain_timeout`](PoolConfig::drain_timeout), closes every connection through
 ///   [`Connector::close`] (which reaps child processes) and waits for it.

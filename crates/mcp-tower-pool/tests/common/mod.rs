@@ -33,6 +33,8 @@ pub struct Script {
     fail_pings: AtomicBool,
     hang_pings: AtomicBool,
     next_id: AtomicUsize,
+    /// Requests each connection may carry at once (`Connector::capacity`).
+    capacity: AtomicUsize,
 }
 
 /// A test connection: a flag the test can set to make the pool see it closed.
@@ -68,6 +70,7 @@ impl TestConnector {
                 fail_pings: AtomicBool::new(false),
                 hang_pings: AtomicBool::new(false),
                 next_id: AtomicUsize::new(1),
+                capacity: AtomicUsize::new(usize::MAX),
             }),
         }
     }
@@ -75,6 +78,12 @@ impl TestConnector {
     /// Every connect takes `delay` (on tokio's clock).
     pub fn with_delay(self, delay: Duration) -> Self {
         *self.script.delay.lock().unwrap() = delay;
+        self
+    }
+
+    /// Each connection carries at most `capacity` requests at once.
+    pub fn with_capacity(self, capacity: usize) -> Self {
+        self.script.capacity.store(capacity, Ordering::SeqCst);
         self
     }
 
@@ -138,6 +147,10 @@ impl Connector for TestConnector {
 
     fn is_closed(&self, conn: &TestConn) -> bool {
         conn.closed.load(Ordering::SeqCst)
+    }
+
+    fn capacity(&self, _conn: &TestConn) -> usize {
+        self.script.capacity.load(Ordering::SeqCst)
     }
 
     async fn ping(&self, _conn: &TestConn) -> Result<(), TestError> {
