@@ -457,7 +457,15 @@ impl SshError {
                 retry_after: BUSY_RETRY_AFTER,
             }
             .into(),
-            SshError::Pool(e) => self.unavailable(e.key().unwrap_or("ssh")),
+            SshError::Pool(e) => {
+                let error = self.unavailable(e.key().unwrap_or("ssh"));
+                // The pool is backing off: the retry layer waits for it instead of spending
+                // its attempts at once.
+                match e.retry_after() {
+                    Some(after) => mcp_tower_core::error::with_retry_after(error, after),
+                    None => error,
+                }
+            }
             SshError::Connect { host, .. }
             | SshError::Disconnected { host, .. }
             | SshError::Handshake { host, .. }
@@ -503,5 +511,37 @@ fn pool_error_is_transient(error: &PoolError) -> bool {
 impl From<SshError> for rmcp::ErrorData {
     fn from(e: SshError) -> Self {
         e.to_error_data("ssh")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::*;
+
+    /// The pool's backoff reaches the client as a retry hint (the retry layer then waits
+    /// for it); the message stays the short vetted one.
+    #[test]
+    fn a_pool_backoff_carries_its_retry_hint() {
+        let key: Arc<str> = Arc::from("box");
+        let error = SshError::Pool(PoolError::Backoff {
+            key: Arc::clone(&key),
+            last: Box::new(PoolError::ConnectTimeout {
+                key,
+                after: Duration::from_secs(1),
+            }),
+            retry_in: Duration::from_millis(750),
+        });
+        let data = error.to_error_data("ssh_exec");
+        assert_eq!(
+            mcp_tower_core::error::retry_after(&data),
+            Some(Duration::from_millis(750))
+        );
+        assert!(
+            data.message.contains("upstream `box` is unavailable"),
+            "{}",
+            data.message
+        );
     }
 }
